@@ -1,0 +1,89 @@
+import path from 'node:path'
+
+/** Everything the gateway reads from its environment, validated once at start. */
+export type Config = Readonly<{
+  port: number
+  host: string
+  /** null: start the embedded PostgreSQL under `storageDir/postgres`. */
+  databaseUrl: string | null
+  storageDir: string
+  datasetSchema: string
+  /** How many tasks one gateway process runs at once (the piscina pool's size). */
+  taskConcurrency: number
+  /** A running task whose lease is not renewed for this long is taken up again by another process. */
+  taskLeaseSeconds: number
+  taskMaxAttempts: number
+  /** How long finished files stay downloadable. */
+  fileRetentionHours: number
+  /** On SIGTERM, how long running tasks may go on before they are handed back to the queue. */
+  shutdownGraceSeconds: number
+  /** Seed the demo dataset on the embedded database's first start. */
+  seedDemo: boolean
+}>
+
+const DEFAULTS = {
+  PORT: '8080',
+  HOST: '127.0.0.1',
+  STORAGE_DIR: './storage',
+  DATASET_SCHEMA: 'public',
+  TASK_CONCURRENCY: '2',
+  TASK_LEASE_SECONDS: '30',
+  TASK_MAX_ATTEMPTS: '3',
+  FILE_RETENTION_HOURS: '168',
+  SHUTDOWN_GRACE_SECONDS: '20',
+  SEED_DEMO: 'true',
+} as const
+
+type Env = Record<string, string | undefined>
+
+/** Parses the environment; returns every problem at once rather than stopping at the first. */
+export function parseConfig(env: Env): { config: Config; problems: string[] } {
+  const problems: string[] = []
+  const read = (name: keyof typeof DEFAULTS) => (env[name] ?? '').trim() || DEFAULTS[name]
+
+  const integer = (name: keyof typeof DEFAULTS, min: number, max: number) => {
+    const text = read(name)
+    const value = Number(text)
+    if (!/^\d+$/.test(text) || value < min || value > max) {
+      problems.push(`${name} must be a whole number from ${min} to ${max}, got "${text}"`)
+    }
+    return value
+  }
+
+  const databaseUrl = env.DATABASE_URL?.trim() || null
+  if (databaseUrl !== null && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    problems.push('DATABASE_URL must start with postgres:// or postgresql://, e.g. postgres://user:pass@host:5432/db')
+  }
+
+  const datasetSchema = read('DATASET_SCHEMA')
+  if (datasetSchema.length > 63) problems.push(`DATASET_SCHEMA must be at most 63 bytes, got ${datasetSchema.length}`)
+  if (datasetSchema === 'sluice') problems.push('DATASET_SCHEMA cannot be "sluice": that schema holds the gateway\'s own tables')
+
+  const seedText = read('SEED_DEMO').toLowerCase()
+  if (!['true', 'false', '1', '0'].includes(seedText)) problems.push(`SEED_DEMO must be true or false, got "${seedText}"`)
+
+  const config: Config = Object.freeze({
+    port: integer('PORT', 0, 65535),
+    host: read('HOST'),
+    databaseUrl,
+    storageDir: path.resolve(read('STORAGE_DIR')),
+    datasetSchema,
+    taskConcurrency: integer('TASK_CONCURRENCY', 1, 64),
+    taskLeaseSeconds: integer('TASK_LEASE_SECONDS', 2, 3600),
+    taskMaxAttempts: integer('TASK_MAX_ATTEMPTS', 1, 100),
+    fileRetentionHours: integer('FILE_RETENTION_HOURS', 1, 24 * 365 * 10),
+    shutdownGraceSeconds: integer('SHUTDOWN_GRACE_SECONDS', 0, 3600),
+    seedDemo: seedText === 'true' || seedText === '1',
+  })
+  return { config, problems }
+}
+
+/** The only reader of process.env: exits with every problem listed. */
+export function loadConfig(): Config {
+  const { config, problems } = parseConfig(process.env)
+  if (problems.length > 0) {
+    console.error(`sluice cannot start; fix these settings:\n  ${problems.join('\n  ')}`)
+    process.exit(1)
+  }
+  return config
+}

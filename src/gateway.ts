@@ -1,0 +1,73 @@
+import path from 'node:path'
+import type { AddressInfo } from 'node:net'
+import { serve } from '@hono/node-server'
+import type { Config } from './config.ts'
+import { openDatabase } from './db/client.ts'
+import { startEmbeddedPostgres, type EmbeddedPostgres } from './db/embedded.ts'
+import { migrateDatabase } from './db/migrate.ts'
+import { seedDemoDataset } from './datasets/demo.ts'
+import { createApp } from './http/index.ts'
+import { createStorage } from './storage/index.ts'
+import { startDispatcher } from './tasks/dispatcher.ts'
+
+export type Gateway = Awaited<ReturnType<typeof startGateway>>
+
+/**
+ * Starts everything in order: storage, the database (embedded unless
+ * DATABASE_URL), migrations, the task dispatcher and the HTTP server.
+ * `stop` undoes it in reverse, letting running tasks finish for `graceMs`.
+ */
+export async function startGateway(config: Config, log: (message: string) => void = console.log) {
+  const storage = createStorage(config.storageDir)
+  await storage.prepare()
+
+  let embedded: EmbeddedPostgres | null = null
+  let databaseUrl = config.databaseUrl
+  if (databaseUrl === null) {
+    embedded = await startEmbeddedPostgres(path.join(config.storageDir, 'postgres'), (line) => log(`[postgres] ${line}`))
+    databaseUrl = embedded.url
+    log(`embedded PostgreSQL ready (data in ${path.join(config.storageDir, 'postgres')})`)
+  }
+  const sql = openDatabase(databaseUrl)
+  try {
+    await migrateDatabase(databaseUrl)
+    if (embedded?.created && config.seedDemo) {
+      log('first start: seeding the demo dataset "contacts" (100,000 rows)…')
+      await seedDemoDataset(sql, config.datasetSchema)
+    }
+  } catch (err) {
+    await sql.end({ timeout: 1 })
+    await embedded?.stop()
+    throw err
+  }
+
+  const dispatcher = startDispatcher({
+    sql, databaseUrl, storageDir: config.storageDir, schema: config.datasetSchema,
+    concurrency: config.taskConcurrency, leaseSeconds: config.taskLeaseSeconds,
+    fileRetentionHours: config.fileRetentionHours, log: (m) => log(`[tasks] ${m}`),
+  })
+  const app = createApp({ sql, config, storage, isReady: () => databaseAnswers(sql) })
+  const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
+    const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s))
+    s.once('error', reject)
+  })
+  const { port } = server.address() as AddressInfo
+  const host = config.host.includes(':') ? `[${config.host}]` : config.host
+  const url = `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`
+
+  let stopping: Promise<void> | null = null
+  return { url, port, databaseUrl, sql, dispatcher, stop: (graceMs = 10_000) => (stopping ??= stop(graceMs)) }
+
+  async function stop(graceMs: number) {
+    await new Promise<void>((resolve) => server.close(() => resolve()))
+    await dispatcher.stop(graceMs)
+    await sql.end({ timeout: 5 })
+    await embedded?.stop()
+  }
+}
+
+async function databaseAnswers(sql: ReturnType<typeof openDatabase>): Promise<boolean> {
+  const timeout = new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 2_000).unref())
+  const probe = sql`select 1 from sluice.migrations limit 1`.then(() => true, () => false)
+  return Promise.race([probe, timeout])
+}

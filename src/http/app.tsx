@@ -1,0 +1,66 @@
+import { readFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { Hono } from 'hono'
+import type { Config } from '../config.ts'
+import type { Sql } from '../db/client.ts'
+import { isUserError } from '../errors.ts'
+import type { Storage } from '../storage/index.ts'
+import { ErrorPage } from '../../views/error-page.tsx'
+import { apiRoutes } from './api.ts'
+import { pageRoutes } from './pages.tsx'
+
+export type Deps = {
+  sql: Sql
+  config: Config
+  storage: Storage
+  /** True once the database answered and the migrations ran. */
+  isReady: () => Promise<boolean>
+}
+
+export type AppEnv = { Variables: { deps: Deps; requestId: string } }
+
+const require = createRequire(import.meta.url)
+// Served from node_modules under our own path: there is no CDN on the machines this runs on.
+const HTMX = readFileSync(require.resolve('htmx.org/dist/htmx.min.js'))
+
+export function createApp(deps: Deps) {
+  const app = new Hono<AppEnv>()
+
+  app.use(async (c, next) => {
+    c.set('deps', deps)
+    c.set('requestId', crypto.randomUUID())
+    await next()
+  })
+
+  app.get('/healthz', async (c) => {
+    const ok = await deps.isReady().catch(() => false)
+    return c.json({ ok }, ok ? 200 : 503)
+  })
+
+  app.get('/static/htmx.min.js', (c) => {
+    c.header('Cache-Control', 'public, max-age=86400')
+    return c.body(HTMX, 200, { 'Content-Type': 'text/javascript; charset=utf-8' })
+  })
+
+  app.route('/api', apiRoutes())
+  app.route('/', pageRoutes())
+
+  app.notFound((c) => {
+    if (c.req.path.startsWith('/api/')) return c.json({ error: 'Not found', code: 'NOT_FOUND' }, 404)
+    return c.html(<ErrorPage title="Not found" message="There is nothing at this address." />, 404)
+  })
+
+  app.onError((err, c) => {
+    const isApi = c.req.path.startsWith('/api/')
+    if (isUserError(err)) {
+      if (isApi) return c.json({ error: err.message, code: err.code }, err.status)
+      return c.html(<ErrorPage title="That did not work" message={err.message} />, err.status)
+    }
+    console.error(`[http] ${c.req.method} ${c.req.path} request ${c.get('requestId')} failed:`, err)
+    const message = 'Something failed on our side. Try again; if it keeps failing, tell the operator this request id: ' + c.get('requestId')
+    if (isApi) return c.json({ error: message, code: 'INTERNAL' }, 500)
+    return c.html(<ErrorPage title="Something failed" message={message} />, 500)
+  })
+
+  return app
+}

@@ -1,0 +1,1 @@
+export { createApp, type Deps, type AppEnv } from './app.tsx'

@@ -1,0 +1,198 @@
+import { isUtf8 } from 'node:buffer'
+import { analyse } from 'chardet'
+import iconv from 'iconv-lite'
+import { createTokenizer, incompleteUtf8Tail, normalizeEncoding } from './read-records.ts'
+
+export type LineEnding = '\n' | '\r\n' | '\r' | 'mixed'
+
+export type Dialect = {
+  encoding: string // 'utf-8', 'utf-16le', 'utf-16be', 'windows-1252', 'iso-8859-1' or another iconv-lite name
+  bom: boolean
+  delimiter: string
+  quote: string | null
+  escape: string | null // the quote itself means RFC 4180 doubling; null means none
+  header: boolean
+  lineEnding: LineEnding
+  sepLine: boolean // Excel's "sep=;" first line: it sets the delimiter and is not data
+}
+
+/** What the user chose: each one wins over detection. */
+export type DialectOverrides = {
+  encoding?: string
+  delimiter?: string
+  quote?: string | null
+  escape?: string | null
+  header?: boolean
+}
+
+type Quoting = Pick<Dialect, 'delimiter' | 'quote' | 'escape'>
+
+/** How much of the file detection wants to see. */
+export const SAMPLE_BYTES = 64 * 1024
+
+const DELIMITERS = [',', ';', '\t', '|'] // earlier wins a tie
+const BOMS: [string, number[]][] = [['utf-8', [0xef, 0xbb, 0xbf]], ['utf-16le', [0xff, 0xfe]], ['utf-16be', [0xfe, 0xff]]]
+// ISO-8859-1 and windows-1252 print the same characters except in 0x80-0x9F, where windows-1252
+// has € and smart quotes and Latin-1 only control codes, so windows-1252 stands for both.
+const WESTERN = new Set(['ISO-8859-1', 'windows-1252'])
+const CHARDET_MARGIN = 10 // confidence points another encoding needs over the western guess
+const HEADER_SAMPLE_ROWS = 100
+const UNLIMITED = { maxFieldBytes: Infinity, maxFields: Infinity }
+const NUMBER = /^[-+]?[$€£¥]?(?=[.,]?\d)(?:\d+|\d{1,3}(?:[,.' ]\d{3})+)?(?:[.,]\d+)?(?:[eE][-+]?\d+)?%?$/
+const DATE = /^(?:\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?|\d{1,2}:\d{2}(?::\d{2})?)$/
+
+/**
+ * Guess how the file is written from its first bytes (up to SAMPLE_BYTES; a record or a
+ * character may be cut at the end). Overrides win over what is guessed.
+ */
+export function detectDialect(sample: Buffer, overrides: DialectOverrides = {}): Dialect {
+  checkOverrides(overrides)
+  const encoding = overrides.encoding ? normalizeEncoding(overrides.encoding) : detectEncoding(sample)
+  const text = iconv.decode(sample, encoding) // drops the BOM; a cut character is harmless here
+  const sep = /^sep=([^\r\n])(?:\r\n|\r|\n|$)/i.exec(text)
+  const body = sep ? text.slice(sep[0].length) : text
+  const quoting = detectQuoting(body, { ...overrides, delimiter: overrides.delimiter ?? sep?.[1] })
+  const { complete, last } = tokenizeSample(body, quoting)
+  return {
+    encoding,
+    bom: bomEncoding(sample) === encoding,
+    ...quoting,
+    header: overrides.header ?? detectHeader(last ? [...complete, last] : complete),
+    lineEnding: detectLineEnding(text),
+    sepLine: sep !== null,
+  }
+}
+
+function detectEncoding(sample: Buffer): string {
+  const bom = bomEncoding(sample)
+  if (bom) return bom
+  if (isUtf8(sample.subarray(0, sample.length - incompleteUtf8Tail(sample)))) return 'utf-8'
+  const matches = analyse(sample).filter(
+    (m) => !m.name.startsWith('UTF') && m.name !== 'ASCII' && iconv.encodingExists(m.name))
+  const western = Math.max(0, ...matches.filter((m) => WESTERN.has(m.name)).map((m) => m.confidence))
+  const top = matches[0]
+  // chardet's scores on a few accented words are close; only a clear lead beats the common case.
+  if (top && !WESTERN.has(top.name) && top.confidence >= western + CHARDET_MARGIN) return top.name.toLowerCase()
+  return 'windows-1252'
+}
+
+function bomEncoding(sample: Buffer): string | null {
+  const found = BOMS.find(([, bytes]) => bytes.every((b, i) => sample[i] === b))
+  return found ? found[0] : null
+}
+
+/**
+ * Tries every candidate delimiter, quote and escape and keeps the one under which the
+ * records' field counts are most consistent (CleverCSV's pattern score).
+ */
+function detectQuoting(text: string, fixed: Partial<Quoting>): Quoting {
+  let best: Quoting | null = null
+  let bestScore = -1
+  for (const delimiter of fixed.delimiter ? [fixed.delimiter] : DELIMITERS) {
+    for (const quote of fixed.quote !== undefined ? [fixed.quote] : quoteCandidates(text)) {
+      for (const escape of fixed.escape !== undefined ? [fixed.escape] : escapeCandidates(text)) {
+        const candidate = { delimiter, quote, escape }
+        const score = patternScore(tokenizeSample(text, candidate).complete)
+        if (score > bestScore + 1e-9) [best, bestScore] = [candidate, score]
+      }
+    }
+  }
+  const { delimiter, quote, escape } = best!
+  // A file that escapes with a backslash and never quotes a field has no quote character.
+  const finalQuote = fixed.quote !== undefined || escape === null || opensQuotedField(text, delimiter, quote)
+    ? quote : null
+  return { delimiter, quote: finalQuote, escape: fixed.escape !== undefined ? fixed.escape : escape ?? finalQuote }
+}
+
+function quoteCandidates(text: string): (string | null)[] {
+  return /(?:^|[,;\t|])'/m.test(text) ? ['"', "'"] : ['"']
+}
+
+function escapeCandidates(text: string): (string | null)[] {
+  return text.includes('\\') ? [null, '\\'] : [null]
+}
+
+function opensQuotedField(text: string, delimiter: string, quote: string | null): boolean {
+  if (quote === null) return false
+  return [delimiter, '\n', '\r'].some((before) => text.includes(before + quote)) || text.startsWith(quote)
+}
+
+/** Mean over distinct field counts of how many records have it, weighted towards counts > 1. */
+function patternScore(rows: string[][]): number {
+  const counts = new Map<number, number>()
+  for (const row of rows) counts.set(row.length, (counts.get(row.length) ?? 0) + 1)
+  let sum = 0
+  for (const [length, n] of counts) sum += (n * (length - 1)) / length
+  return counts.size ? sum / counts.size : 0
+}
+
+/**
+ * Records of the sample: `complete` ended with a line break, `last` did not and may be cut.
+ * Scoring uses only complete ones unless there are too few of them.
+ */
+function tokenizeSample(text: string, quoting: Quoting): { complete: string[][]; last: string[] | null } {
+  const tokenizer = createTokenizer(quoting, UNLIMITED)
+  const isData = (r: { raw: string }) => r.raw.trim() !== ''
+  const complete = tokenizer.push(text).filter(isData).map((r) => r.record)
+  let last: string[] | null = null
+  try {
+    last = tokenizer.end().filter(isData)[0]?.record ?? null
+  } catch {
+    // the sample ends inside a quoted field
+  }
+  return complete.length < 2 && last ? { complete: [...complete, last], last: null } : { complete, last }
+}
+
+/**
+ * The first row is a header unless its cells look like the data below them: a vote per
+ * column, as Python's csv.Sniffer does, and a tie means a header (the common case).
+ */
+function detectHeader(rows: string[][]): boolean {
+  if (rows.length < 2) return true
+  const [first, ...rest] = rows as [string[], ...string[][]]
+  const data = rest.slice(0, HEADER_SAMPLE_ROWS)
+  const names = first.map((name) => name.trim()).filter((name) => name !== '')
+  let votes = new Set(names).size < names.length ? -1 : 0 // column names rarely repeat; data does
+  first.forEach((name, col) => {
+    const values = data.map((row) => row[col]?.trim() ?? '').filter((v) => v !== '')
+    votes += columnVote(name.trim(), values)
+  })
+  return votes >= 0
+}
+
+function columnVote(name: string, values: string[]): number {
+  const types = new Set(values.map(typeOf))
+  if (types.size !== 1) return 0
+  const type = typeOf(values[0]!)
+  if (type !== 'text') return name === '' ? 0 : typeOf(name) === type ? -1 : 1
+  const length = values[0]!.length
+  if (values.some((v) => v.length !== length)) return 0
+  return name.length === length ? -1 : 1
+}
+
+function typeOf(value: string): 'number' | 'date' | 'boolean' | 'text' {
+  if (NUMBER.test(value)) return 'number'
+  if (DATE.test(value)) return 'date'
+  if (/^(?:true|false)$/i.test(value)) return 'boolean'
+  return 'text'
+}
+
+function detectLineEnding(text: string): LineEnding {
+  const whole = text.endsWith('\r') ? text.slice(0, -1) : text // the sample may cut a \r\n
+  const kinds = (
+    [['\r\n', /\r\n/], ['\r', /\r(?!\n)/], ['\n', /(?<!\r)\n/]] as const
+  ).filter(([, pattern]) => pattern.test(whole))
+  return kinds.length > 1 ? 'mixed' : (kinds[0]?.[0] ?? '\n')
+}
+
+function checkOverrides(overrides: DialectOverrides): void {
+  const { delimiter, quote, escape } = overrides
+  const isChar = (c: string) => c.length === 1 && c !== '\r' && c !== '\n'
+  const problems = [
+    delimiter !== undefined && !isChar(delimiter) && `The delimiter must be one character, got ${JSON.stringify(delimiter)}.`,
+    quote != null && !isChar(quote) && `The quote must be one character or none, got ${JSON.stringify(quote)}.`,
+    escape != null && !isChar(escape) && `The escape must be one character or none, got ${JSON.stringify(escape)}.`,
+    delimiter !== undefined && delimiter === quote && 'The delimiter and the quote must differ.',
+  ].filter((p): p is string => typeof p === 'string')
+  if (problems.length) throw Object.assign(new Error(problems.join(' ')), { code: 'INVALID_DIALECT' as const })
+}

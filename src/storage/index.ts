@@ -1,0 +1,64 @@
+import { randomUUID } from 'node:crypto'
+import fs from 'node:fs/promises'
+import path from 'node:path'
+
+// Every file the gateway keeps lives under one root, named by the gateway, never
+// by a request: `<area>/<yyyy-mm-dd>/<uuid><ext>`. Files are written under tmp/
+// and renamed into place when complete, so a half-written file is never served.
+
+export const AREAS = ['exports', 'uploads', 'reports'] as const
+export type Area = (typeof AREAS)[number]
+export type Storage = ReturnType<typeof createStorage>
+
+const KEY_PATTERN = /^(exports|uploads|reports)\/\d{4}-\d{2}-\d{2}\/[0-9a-f-]{36}(\.[a-z0-9]{1,8}){0,2}$/
+
+export function createStorage(root: string) {
+  const tmpDir = path.join(root, 'tmp')
+  return { root, prepare, newKey, newTempPath, pathOf, commit, remove, size }
+
+  async function prepare() {
+    await fs.mkdir(tmpDir, { recursive: true })
+    for (const area of AREAS) await fs.mkdir(path.join(root, area), { recursive: true })
+  }
+
+  function newKey(area: Area, extension: string): string {
+    const day = new Date().toISOString().slice(0, 10)
+    return `${area}/${day}/${randomUUID()}${extension}`
+  }
+
+  function newTempPath(): string {
+    return path.join(tmpDir, `${randomUUID()}.part`)
+  }
+
+  /** The absolute path of a stored key; throws on anything that is not a key we made. */
+  function pathOf(key: string): string {
+    if (!KEY_PATTERN.test(key)) throw new Error(`not a storage key: ${JSON.stringify(key)}`)
+    return path.join(root, key)
+  }
+
+  /** Moves a finished temp file to its key: after this the file is whole or absent. */
+  async function commit(tempPath: string, key: string): Promise<void> {
+    const target = pathOf(key)
+    await fs.mkdir(path.dirname(target), { recursive: true })
+    const handle = await fs.open(tempPath, 'r')
+    try {
+      await handle.sync()
+    } finally {
+      await handle.close()
+    }
+    await fs.rename(tempPath, target)
+  }
+
+  async function remove(keyOrTempPath: string): Promise<void> {
+    const file = keyOrTempPath.startsWith(tmpDir + path.sep) ? keyOrTempPath : pathOf(keyOrTempPath)
+    await fs.rm(file, { force: true })
+  }
+
+  async function size(key: string): Promise<number | null> {
+    try {
+      return (await fs.stat(pathOf(key))).size
+    } catch {
+      return null
+    }
+  }
+}

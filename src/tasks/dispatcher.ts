@@ -1,0 +1,115 @@
+import { randomBytes } from 'node:crypto'
+import os from 'node:os'
+import { Piscina } from 'piscina'
+import type { Sql } from '../db/client.ts'
+import type { Outcome } from './execute.ts'
+import { claimTask, releaseTasks, renewLeases, retryLater, settleAbandonedTasks } from './queries.ts'
+
+export type DispatcherOptions = {
+  sql: Sql
+  databaseUrl: string
+  storageDir: string
+  schema: string
+  concurrency: number
+  leaseSeconds: number
+  fileRetentionHours: number
+  log?: (message: string) => void
+}
+
+const WORKER_FILE = new URL('../../workers/run-task.ts', import.meta.url).href
+const POLL_MS = 2_000 // a safety net only: NOTIFY wakes us at once
+const MAX_CONTIGUOUS_ERRORS = 30
+
+/**
+ * Claims tasks and runs them in a piscina pool, as many at once as the pool has
+ * threads. Several dispatchers (in one process or many) share one database: the
+ * claim skips rows others hold, so no task runs twice at the same time.
+ */
+export function startDispatcher(options: DispatcherOptions) {
+  const { sql, concurrency, leaseSeconds } = options
+  const log = options.log ?? ((message: string) => console.log(`[dispatcher] ${message}`))
+  const workerId = `${os.hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`
+  const pool = new Piscina({ filename: WORKER_FILE, minThreads: 0, maxThreads: concurrency, idleTimeout: 30_000, concurrentTasksPerWorker: 1 })
+  const running = new Map<string, { runId: string; done: Promise<void> }>()
+  let stopping = false
+  let claiming: Promise<void> | null = null
+  let contiguousErrors = 0
+
+  const listening = sql.listen('sluice_tasks', () => void wake(), () => void wake()).catch((err) => log(`LISTEN failed, polling only: ${err.message}`))
+  const pollTimer = setInterval(() => void wake(), POLL_MS)
+  const heartbeatTimer = setInterval(() => void heartbeat(), (leaseSeconds * 1000) / 3)
+  void wake()
+
+  return { workerId, stop, runningCount: () => running.size, wake }
+
+  function wake(): Promise<void> {
+    claiming ??= claimWhileFree().finally(() => { claiming = null })
+    return claiming
+  }
+
+  async function claimWhileFree() {
+    try {
+      await settleAbandonedTasks(sql)
+      while (!stopping && running.size < concurrency) {
+        const task = await claimTask(sql, workerId, leaseSeconds)
+        if (!task) break
+        log(`claimed ${task.kind} ${task.id} (attempt ${task.attempts})`)
+        start(task.id, task.runId!)
+      }
+      contiguousErrors = 0
+    } catch (err) {
+      // The database may be restarting; keep serving and try again on the next tick.
+      if (++contiguousErrors % MAX_CONTIGUOUS_ERRORS === 1) log(`cannot claim tasks: ${(err as Error).message}`)
+    }
+  }
+
+  function start(taskId: string, runId: string) {
+    const input = { taskId, runId, databaseUrl: options.databaseUrl, storageDir: options.storageDir, schema: options.schema, fileRetentionHours: options.fileRetentionHours }
+    const done = (pool.run(input) as Promise<Outcome>)
+      .then((outcome) => log(`${outcome.state} ${taskId}${outcome.error ? `: ${outcome.error}` : ''}`))
+      .catch(async (err: Error) => {
+        // The worker thread itself died (out of memory, a native crash): count it as a transient failure.
+        log(`worker for ${taskId} crashed: ${err.message}`)
+        await retryLater(sql, taskId, runId, { code: 'WORKER_CRASHED', message: `The worker running this task crashed: ${err.message}` }).catch(() => {})
+      })
+      .finally(() => {
+        running.delete(taskId)
+        if (!stopping) void wake()
+      })
+    running.set(taskId, { runId, done })
+  }
+
+  async function heartbeat() {
+    try {
+      await renewLeases(sql, workerId, [...running.values()].map((r) => r.runId), leaseSeconds)
+    } catch (err) {
+      log(`could not renew leases: ${(err as Error).message}`)
+    }
+  }
+
+  /**
+   * Stops claiming, lets running tasks finish for up to `graceMs`, then hands the
+   * rest back to the queue for another gateway (or the next start).
+   */
+  async function stop(graceMs = 10_000) {
+    stopping = true
+    clearInterval(pollTimer)
+    await claiming
+    const unfinished = [...running.values()]
+    const timedOut = await Promise.race([
+      Promise.all(unfinished.map((r) => r.done)).then(() => false),
+      new Promise<boolean>((resolve) => setTimeout(() => resolve(true), graceMs).unref()),
+    ])
+    clearInterval(heartbeatTimer)
+    if (timedOut) {
+      const runIds = [...running.values()].map((r) => r.runId)
+      log(`handing ${runIds.length} unfinished task(s) back to the queue`)
+      await releaseTasks(sql, runIds).catch((err) => log(`could not release tasks: ${err.message}`))
+    }
+    await pool.destroy()
+    const listener = await listening
+    if (listener) await listener.unlisten().catch(() => {})
+  }
+}
+
+export type Dispatcher = ReturnType<typeof startDispatcher>

@@ -1,0 +1,71 @@
+import type { Sql } from '../db/client.ts'
+import { isTransient, isUserError } from '../errors.ts'
+import { writeExport } from '../exports/index.ts'
+import type { Storage } from '../storage/index.ts'
+import { trackProgress, TaskStopped } from './progress.ts'
+import { completeTask, failTask, getTask, markCancelled, retryLater } from './queries.ts'
+
+/** `sql` records progress and outcomes; `reader` is a read-only session for the data. */
+export type TaskDatabase = { sql: Sql; reader: Sql }
+export type RunSettings = { schema: string; fileRetentionHours: number }
+export type Outcome = { taskId: string; state: 'succeeded' | 'failed' | 'cancelled' | 'retry' | 'lost'; error?: string }
+
+/**
+ * Runs one claimed attempt to its end and records the end in the task row.
+ * Whatever happens, the row is left in a state someone can act on: succeeded,
+ * failed with a readable error, cancelled, queued for a retry, or (when the
+ * database is unreachable) still leased, so another gateway takes it up.
+ */
+export async function executeTask(db: TaskDatabase, storage: Storage, settings: RunSettings, taskId: string, runId: string): Promise<Outcome> {
+  const { sql } = db
+  const task = await getTask(sql, taskId)
+  if (!task || task.runId !== runId || task.state !== 'running') return { taskId, state: 'lost' }
+  const tracker = trackProgress(sql, taskId, runId, task.progressTotal)
+  try {
+    if (task.kind !== 'export') throw new Error(`tasks of kind "${task.kind}" are not supported by this version`)
+    const file = await writeExport(db.reader, storage, settings.schema, task, tracker)
+    await tracker.stop()
+    const recorded = await completeTask(sql, taskId, runId, { ...file, retentionHours: settings.fileRetentionHours })
+    if (!recorded) {
+      await storage.remove(file.key)
+      return { taskId, state: 'lost' }
+    }
+    return { taskId, state: 'succeeded' }
+  } catch (err) {
+    await tracker.stop()
+    return recordFailure(sql, taskId, runId, err)
+  }
+}
+
+async function recordFailure(sql: Sql, taskId: string, runId: string, err: unknown): Promise<Outcome> {
+  try {
+    if (err instanceof TaskStopped) {
+      if (err.reason === 'lost') return { taskId, state: 'lost' }
+      return { taskId, state: (await markCancelled(sql, taskId, runId)) ? 'cancelled' : 'lost' }
+    }
+    if (isUserError(err)) {
+      await failTask(sql, taskId, runId, { code: err.code, message: err.message })
+      return { taskId, state: 'failed', error: err.message }
+    }
+    if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {
+      const message = 'The disk holding the storage directory is full. Free some space, then retry the task.'
+      await failTask(sql, taskId, runId, { code: 'DISK_FULL', message })
+      return { taskId, state: 'failed', error: message }
+    }
+    const message = describe(err)
+    if (isTransient(err)) {
+      const verdict = await retryLater(sql, taskId, runId, { code: 'TRANSIENT', message })
+      return { taskId, state: verdict === 'retry' ? 'retry' : verdict, error: message }
+    }
+    await failTask(sql, taskId, runId, { code: (err as { code?: string }).code ?? 'INTERNAL', message })
+    return { taskId, state: 'failed', error: message }
+  } catch (writeError) {
+    // The database is unreachable: leave the lease to lapse; the task will be taken up again.
+    return { taskId, state: 'lost', error: `${describe(err)}; and could not record it: ${describe(writeError)}` }
+  }
+}
+
+function describe(err: unknown): string {
+  if (err instanceof Error) return err.message
+  return String(err)
+}

@@ -1,0 +1,240 @@
+import type { Sql } from '../db/client.ts'
+import type { TaskKind, TaskState } from '../db/schema.ts'
+
+// The queue, in SQL. A task row is the job: claiming is one statement with
+// `for update skip locked`, a lease renewed by heartbeat keeps it, and every write
+// a worker makes is fenced by the attempt's run_id, so a worker that lost its lease
+// (its process stalled, another took over) can no longer touch the row.
+
+export type TaskRow = {
+  id: string
+  kind: TaskKind
+  dataset: string
+  state: TaskState
+  params: Record<string, unknown>
+  progressRows: number
+  progressBytes: number
+  progressTotal: number | null
+  progressPercent: number
+  attempts: number
+  maxAttempts: number
+  runId: string | null
+  lockedBy: string | null
+  leaseExpiresAt: Date | null
+  cancelRequestedAt: Date | null
+  errorCode: string | null
+  error: string | null
+  resultKey: string | null
+  resultName: string | null
+  resultSize: number | null
+  resultSha256: string | null
+  resultExpiresAt: Date | null
+  details: Record<string, unknown>
+  createdAt: Date
+  startedAt: Date | null
+  finishedAt: Date | null
+}
+
+const COLUMNS = (sql: Sql) => sql`
+  id, kind, dataset, state, params,
+  progress_rows as "progressRows", progress_bytes as "progressBytes", progress_total as "progressTotal",
+  progress_percent as "progressPercent", attempts, max_attempts as "maxAttempts", run_id as "runId",
+  locked_by as "lockedBy", lease_expires_at as "leaseExpiresAt", cancel_requested_at as "cancelRequestedAt",
+  error_code as "errorCode", error, result_key as "resultKey", result_name as "resultName",
+  result_size as "resultSize", result_sha256 as "resultSha256", result_expires_at as "resultExpiresAt",
+  details, created_at as "createdAt", started_at as "startedAt", finished_at as "finishedAt"
+`
+
+export async function enqueueTask(sql: Sql, task: { kind: TaskKind; dataset: string; params: object; progressTotal?: number | null; maxAttempts: number }): Promise<TaskRow> {
+  const [row] = await sql<TaskRow[]>`
+    insert into sluice.tasks (kind, dataset, params, progress_total, max_attempts)
+    values (${task.kind}, ${task.dataset}, ${sql.json(task.params as never)}, ${task.progressTotal ?? null}, ${task.maxAttempts})
+    returning ${COLUMNS(sql)}
+  `
+  return row!
+}
+
+export async function getTask(sql: Sql, id: string): Promise<TaskRow | null> {
+  if (!isUuid(id)) return null
+  const [row] = await sql<TaskRow[]>`select ${COLUMNS(sql)} from sluice.tasks where id = ${id}`
+  return row ?? null
+}
+
+export async function listRecentTasks(sql: Sql, limit = 50): Promise<TaskRow[]> {
+  return sql<TaskRow[]>`select ${COLUMNS(sql)} from sluice.tasks order by created_at desc limit ${limit}`
+}
+
+/** Claims the oldest runnable task, or a running one whose holder stopped renewing its lease. */
+export async function claimTask(sql: Sql, workerId: string, leaseSeconds: number): Promise<TaskRow | null> {
+  const [row] = await sql<TaskRow[]>`
+    with next as (
+      select id as next_id
+      from sluice.tasks
+      where (state = 'queued' and run_after <= now())
+         or (state = 'running' and lease_expires_at < now() and cancel_requested_at is null and attempts < max_attempts)
+      order by created_at
+      limit 1
+      for update skip locked
+    )
+    update sluice.tasks t
+    set state = 'running',
+        attempts = attempts + 1,
+        run_id = gen_random_uuid(),
+        locked_by = ${workerId},
+        lease_expires_at = now() + make_interval(secs => ${leaseSeconds}),
+        started_at = now(),
+        updated_at = now()
+    from next
+    where t.id = next.next_id
+    returning ${COLUMNS(sql)}
+  `
+  return row ?? null
+}
+
+/**
+ * Ends tasks whose holder vanished and which may not run again: out of attempts,
+ * or cancelled while held. Runs before each claim.
+ */
+export async function settleAbandonedTasks(sql: Sql): Promise<number> {
+  const rows = await sql`
+    update sluice.tasks
+    set state = case when cancel_requested_at is not null then 'cancelled' else 'failed' end,
+        error_code = case when cancel_requested_at is not null then null else 'ABANDONED' end,
+        error = case when cancel_requested_at is not null then null
+                     else format('The gateway running this task stopped unexpectedly %s times; giving up.', attempts) end,
+        run_id = null, lease_expires_at = null, finished_at = now(), updated_at = now()
+    where state = 'running'
+      and lease_expires_at < now()
+      and (cancel_requested_at is not null or attempts >= max_attempts)
+    returning id
+  `
+  return rows.length
+}
+
+export async function renewLeases(sql: Sql, workerId: string, runIds: string[], leaseSeconds: number): Promise<void> {
+  if (runIds.length === 0) return
+  await sql`
+    update sluice.tasks
+    set lease_expires_at = now() + make_interval(secs => ${leaseSeconds})
+    where run_id = any(${sql.array(runIds)}::uuid[]) and locked_by = ${workerId} and state = 'running'
+  `
+}
+
+export type Progress = { rows: number; bytes: number; total: number | null; percent: number }
+
+/**
+ * Writes progress and answers whether to go on: 'cancel' once someone asked,
+ * 'lost' when this attempt no longer holds the task.
+ */
+export async function reportProgress(sql: Sql, id: string, runId: string, progress: Progress): Promise<'go' | 'cancel' | 'lost'> {
+  const [row] = await sql<{ cancelRequested: boolean }[]>`
+    update sluice.tasks
+    set progress_rows = ${progress.rows}, progress_bytes = ${progress.bytes},
+        progress_total = coalesce(${progress.total}, progress_total),
+        progress_percent = ${progress.percent}, updated_at = now()
+    where id = ${id} and run_id = ${runId} and state = 'running'
+    returning cancel_requested_at is not null as "cancelRequested"
+  `
+  if (!row) return 'lost'
+  return row.cancelRequested ? 'cancel' : 'go'
+}
+
+export type TaskResult = {
+  key: string | null
+  name: string | null
+  size: number | null
+  sha256: string | null
+  retentionHours: number
+  rows: number
+  bytes: number
+  details?: object
+}
+
+/** Records success; false if this attempt had lost the task (the caller then deletes its file). */
+export async function completeTask(sql: Sql, id: string, runId: string, result: TaskResult): Promise<boolean> {
+  const rows = await sql`
+    update sluice.tasks
+    set state = 'succeeded', run_id = null, lease_expires_at = null,
+        progress_rows = ${result.rows}, progress_bytes = ${result.bytes}, progress_percent = 100,
+        result_key = ${result.key}, result_name = ${result.name}, result_size = ${result.size},
+        result_sha256 = ${result.sha256},
+        result_expires_at = case when ${result.key}::text is null then null else now() + make_interval(hours => ${result.retentionHours}) end,
+        details = details || ${sql.json((result.details ?? {}) as never)},
+        error_code = null, error = null,
+        finished_at = now(), updated_at = now()
+    where id = ${id} and run_id = ${runId} and state = 'running'
+    returning id
+  `
+  return rows.length === 1
+}
+
+/** A final failure: bad input, or out of attempts. Kept with its attempts and error for an operator. */
+export async function failTask(sql: Sql, id: string, runId: string, error: { code: string; message: string }, details: object = {}): Promise<boolean> {
+  const rows = await sql`
+    update sluice.tasks
+    set state = 'failed', run_id = null, lease_expires_at = null,
+        error_code = ${error.code}, error = ${error.message},
+        details = details || ${sql.json(details as never)},
+        finished_at = now(), updated_at = now()
+    where id = ${id} and run_id = ${runId} and state = 'running'
+    returning id
+  `
+  return rows.length === 1
+}
+
+export async function markCancelled(sql: Sql, id: string, runId: string): Promise<boolean> {
+  const rows = await sql`
+    update sluice.tasks
+    set state = 'cancelled', run_id = null, lease_expires_at = null, finished_at = now(), updated_at = now()
+    where id = ${id} and run_id = ${runId} and state = 'running'
+    returning id
+  `
+  return rows.length === 1
+}
+
+/**
+ * Puts a task back in the queue after a transient failure (connection reset, deadlock),
+ * with exponential backoff; out of attempts, it fails with the last error kept.
+ */
+export async function retryLater(sql: Sql, id: string, runId: string, error: { code: string; message: string }): Promise<'retry' | 'failed' | 'lost'> {
+  const [row] = await sql<{ state: TaskState }[]>`
+    update sluice.tasks
+    set state = case when attempts < max_attempts then 'queued' else 'failed' end,
+        run_after = now() + make_interval(secs => least(300, 2 ^ attempts)),
+        finished_at = case when attempts < max_attempts then null else now() end,
+        run_id = null, lease_expires_at = null, locked_by = null,
+        error_code = ${error.code}, error = ${error.message}, updated_at = now()
+    where id = ${id} and run_id = ${runId} and state = 'running'
+    returning state
+  `
+  if (!row) return 'lost'
+  return row.state === 'queued' ? 'retry' : 'failed'
+}
+
+/** Hands tasks back when the gateway shuts down before they finish; the interrupted attempt does not count. */
+export async function releaseTasks(sql: Sql, runIds: string[]): Promise<void> {
+  if (runIds.length === 0) return
+  await sql`
+    update sluice.tasks
+    set state = 'queued', attempts = greatest(0, attempts - 1), run_id = null, lease_expires_at = null,
+        locked_by = null, run_after = now(), updated_at = now()
+    where run_id = any(${sql.array(runIds)}::uuid[]) and state = 'running'
+  `
+}
+
+/** Queued tasks end at once; running ones are flagged and their worker stops within a second or two. */
+export async function requestCancel(sql: Sql, id: string): Promise<TaskRow | null> {
+  if (!isUuid(id)) return null
+  const [row] = await sql<TaskRow[]>`
+    update sluice.tasks
+    set cancel_requested_at = coalesce(cancel_requested_at, now()),
+        state = case when state = 'queued' then 'cancelled' else state end,
+        finished_at = case when state = 'queued' then now() else finished_at end,
+        updated_at = now()
+    where id = ${id}
+    returning ${COLUMNS(sql)}
+  `
+  return row ?? null
+}
+
+const isUuid = (id: string) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id)

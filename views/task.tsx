@@ -1,0 +1,66 @@
+import type { TaskRow } from '../src/tasks/queries.ts'
+import { formatBytes, formatCount, formatTime } from './format.ts'
+import { Layout } from './layout.tsx'
+
+export function TaskState(props: { state: string }) {
+  return <span class={`state state-${props.state}`}>{props.state}</span>
+}
+
+const isFinished = (t: TaskRow) => t.state === 'succeeded' || t.state === 'failed' || t.state === 'cancelled'
+
+export function TaskPage(props: { task: TaskRow; downloadUrl: string }) {
+  const { task } = props
+  return (
+    <Layout title={`${task.kind} of ${task.dataset}`} refreshSeconds={isFinished(task) ? undefined : 2}>
+      <h1>
+        {task.kind === 'export' ? 'Export' : 'Import'} of <a href={`/datasets/${encodeURIComponent(task.dataset)}`}>{task.dataset}</a>
+      </h1>
+      <p class="muted">Task <code>{task.id}</code> · created {formatTime(task.createdAt)}</p>
+      <TaskStatus task={task} downloadUrl={props.downloadUrl} autoDownload={false} />
+      <p><a href="/">All datasets and tasks</a></p>
+    </Layout>
+  )
+}
+
+/**
+ * The part of the task page that htmx polls. Finished, it stops polling; the first
+ * poll that sees success also asks (once) for the redirect to the file.
+ */
+export function TaskStatus(props: { task: TaskRow; downloadUrl: string; autoDownload: boolean }) {
+  const { task } = props
+  const statusUrl = `/tasks/${task.id}/status`
+  const percent = task.state === 'succeeded' ? 100 : Math.floor(task.progressPercent)
+  return (
+    <section id="task-status" aria-live="polite" {...(isFinished(task) ? {} : { 'hx-get': statusUrl, 'hx-trigger': 'every 1s', 'hx-swap': 'outerHTML' })}>
+      <p>State: <TaskState state={task.state} />{task.attempts > 1 ? <span class="muted"> (attempt {task.attempts})</span> : null}</p>
+      {task.state === 'queued' || task.state === 'running' ? (
+        <>
+          <progress max="100" value={String(percent)} aria-label="progress">{percent}%</progress>
+          <p>
+            {percent}% · {formatCount(task.progressRows)} rows{task.progressTotal ? ` of about ${formatCount(task.progressTotal)}` : ''} · {formatBytes(task.progressBytes)}
+          </p>
+          {task.cancelRequestedAt ? (
+            <p class="muted">Cancelling…</p>
+          ) : (
+            <form method="post" action={`/tasks/${task.id}/cancel`}>
+              <button type="submit" class="secondary">Cancel</button>
+            </form>
+          )}
+          {task.error ? <p class="muted">The previous attempt failed and will be retried: {task.error}</p> : null}
+        </>
+      ) : null}
+      {task.state === 'succeeded' ? (
+        <>
+          <p>
+            Done: {formatCount(task.progressRows)} rows. Download{' '}
+            <a id="download-link" href={props.downloadUrl} download>{task.resultName}</a> ({formatBytes(task.resultSize)}).
+          </p>
+          <p class="muted">Available until {formatTime(task.resultExpiresAt)}. SHA-256 <code>{task.resultSha256}</code></p>
+          {props.autoDownload ? <span hx-get={`${statusUrl}?go=download`} hx-trigger="load" hx-swap="none"></span> : null}
+        </>
+      ) : null}
+      {task.state === 'failed' ? <p class="error">{task.error ?? 'The task failed.'}</p> : null}
+      {task.state === 'cancelled' ? <p>This task was cancelled; nothing was kept.</p> : null}
+    </section>
+  )
+}

@@ -96,6 +96,9 @@ async function initCluster(bins: Binaries, dataDir: string, password: string, ow
   await fs.writeFile(pwfile, `${password}\n`, { mode: 0o600 })
   try {
     if (owner) {
+      // The postgres user must be able to pass through the storage directory to its data.
+      const parent = await fs.stat(path.dirname(dataDir))
+      await fs.chmod(path.dirname(dataDir), parent.mode | 0o111)
       await fs.chown(dataDir, owner.uid, owner.gid)
       await fs.chown(pwfile, owner.uid, owner.gid)
     }

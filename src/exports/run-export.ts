@@ -56,11 +56,12 @@ export async function writeExport(reader: Sql, storage: Storage, schema: string,
 }
 
 const BATCH_BYTES = 256 * 1024
+const BATCH_MS = 250 // a slow query still shows progress
 
 /**
  * Postgres sends one COPY message per row. Passing ~120-byte chunks one by one to
  * gzip, the hash and the file costs a call each and made gzip exports crawl at
- * 1 MB/s, so rows are joined into 256 KiB batches first. Records are counted as
+ * 1 MB/s, so rows are joined into 256 KiB batches (or a quarter second's worth) first. Records are counted as
  * Postgres writes them (a newline outside quotes ends one; `""` toggles twice), to
  * report exact rows without parsing.
  */
@@ -69,12 +70,14 @@ function batchAndCountRecords(tracker: ProgressTracker) {
   let inQuotes = false
   let parts: Buffer[] = []
   let pending = 0
+  let lastEmit = Date.now()
   const { progress } = tracker
 
   const emit = (stream: Transform) => {
     const batch = parts.length === 1 ? parts[0]! : Buffer.concat(parts, pending)
     parts = []
     pending = 0
+    lastEmit = Date.now()
     count(batch)
     progress.bytes += batch.length
     progress.rows = Math.max(0, newlines - 1) // the header line is not a row
@@ -86,7 +89,7 @@ function batchAndCountRecords(tracker: ProgressTracker) {
     transform(chunk: Buffer, _encoding, done: TransformCallback) {
       parts.push(chunk)
       pending += chunk.length
-      if (pending >= BATCH_BYTES) emit(this)
+      if (pending >= BATCH_BYTES || Date.now() - lastEmit >= BATCH_MS) emit(this)
       done()
     },
     flush(done: TransformCallback) {

@@ -1,6 +1,5 @@
 import { isUtf8 } from 'node:buffer'
-import type { Readable } from 'node:stream'
-import { finished } from 'node:stream/promises'
+import { pipeline, Readable } from 'node:stream'
 import { parse } from 'csv-parse'
 import iconv from 'iconv-lite'
 import type { Dialect } from './dialect.ts'
@@ -23,6 +22,7 @@ export type CsvReadError = Error & { code: CsvReadErrorCode; line: number }
 
 type Limits = { maxFieldBytes: number; maxFields: number }
 type ParsedRecord = { record: string[]; raw: string }
+type ParsedItem = ParsedRecord | { failure: unknown }
 
 const READ_DEFAULTS: Limits = { maxFieldBytes: 16 * 1024 * 1024, maxFields: 10_000 }
 
@@ -56,7 +56,9 @@ export async function* readRecords(
   let breaks = dialect.sepLine ? 1 : 0 // line breaks before the next record
   let width = -1
   try {
-    for await (const { record, raw } of parsed) {
+    for await (const item of parsed) {
+      if ('failure' in item) throw item.failure
+      const { record, raw } = item
       if (record.length > opts.maxFields) throw parseFailure('CSV_TOO_MANY_FIELDS')
       const line = breaks + 1
       breaks += countBreaks(raw)
@@ -183,10 +185,9 @@ async function* tokenizeText(text: AsyncIterable<string>, dialect: Dialect, limi
   yield* tokenizer.end()
 }
 
-// csv-parse hands records to on_record synchronously, so the records before a failure are
-// never lost in a stream buffer, and the failure's line is known.
-async function* parseText(text: AsyncIterable<string>, dialect: Dialect, limits: Limits) {
-  let batch: ParsedRecord[] = []
+// A failure travels in the record stream, after the records before it: a stream error would
+// drop the records still buffered, and the failure's line would be lost with them.
+function parseText(text: AsyncIterable<string>, dialect: Dialect, limits: Limits): AsyncIterable<ParsedItem> {
   const parser = parse({
     delimiter: dialect.delimiter,
     quote: dialect.quote ?? false,
@@ -197,23 +198,12 @@ async function* parseText(text: AsyncIterable<string>, dialect: Dialect, limits:
     raw: true,
     max_record_size: limits.maxFieldBytes,
     ignore_last_delimiters: limits.maxFields + 1, // stops a field-count bomb from growing an array
-    on_record: (parsed: unknown) => { batch.push(parsed as ParsedRecord); return null },
+    skip_records_with_error: true,
+    on_skip: (failure) => { parser.push({ failure }) },
   })
-  parser.on('error', () => {}) // failures arrive through the write and end callbacks
-  const drain = () => { const ready = batch; batch = []; return ready }
-  try {
-    for await (const chunk of text) {
-      const failure = await new Promise<Error | null | undefined>((done) => parser.write(chunk, done))
-      yield* drain()
-      if (failure) throw failure
-    }
-    parser.end()
-    const failure = await finished(parser, { readable: false }).then(() => null, (err: Error) => err)
-    yield* drain()
-    if (failure) throw failure
-  } finally {
-    parser.destroy()
-  }
+  // Decoding errors and aborts reach the reader through the parser; their line is already known.
+  pipeline(Readable.from(text), parser, () => {})
+  return parser
 }
 
 async function* decodeText(input: AsyncIterable<Buffer>, dialect: Dialect, opts: ReadOptions) {

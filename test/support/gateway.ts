@@ -1,0 +1,63 @@
+import assert from 'node:assert/strict'
+import { mkdtemp, rm } from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import { parseConfig } from '../../src/config.ts'
+import { startGateway } from '../../src/gateway.ts'
+
+/** A real gateway (HTTP server, dispatcher, piscina pool) on a free port, over `databaseUrl`. */
+export async function startTestGateway(databaseUrl: string, env: Record<string, string> = {}) {
+  const storageDir = await mkdtemp(path.join(os.tmpdir(), 'sluice-test-storage-'))
+  const { config, problems } = parseConfig({ PORT: '0', STORAGE_DIR: storageDir, DATABASE_URL: databaseUrl, TASK_LEASE_SECONDS: '5', ...env })
+  assert.deepEqual(problems, [])
+  const gateway = await startGateway(config, () => {})
+  return {
+    ...gateway,
+    storageDir,
+    config,
+    fetch: (pathname: string, init?: RequestInit) => fetch(`${gateway.url}${pathname}`, { redirect: 'manual', ...init }),
+    async stop() {
+      await gateway.stop(2_000)
+      await rm(storageDir, { recursive: true, force: true })
+    },
+  }
+}
+
+export type TestGateway = Awaited<ReturnType<typeof startTestGateway>>
+
+export type TaskJson = {
+  id: string
+  state: string
+  kind: string
+  dataset: string
+  progress: { rows: number; bytes: number; percent: number; total: number | null }
+  download: string | null
+  error: string | null
+  errorCode: string | null
+  attempts: number
+  file: { name: string; size: number; sha256: string } | null
+}
+
+/** Polls the task's JSON until `until` holds (by default: it finished), failing after `timeoutMs`. */
+export async function waitForTask(gateway: TestGateway, id: string, until: (t: TaskJson) => boolean = isFinished, timeoutMs = 30_000): Promise<TaskJson> {
+  const deadline = Date.now() + timeoutMs
+  let task: TaskJson | null = null
+  while (Date.now() < deadline) {
+    const res = await gateway.fetch(`/api/tasks/${id}`)
+    assert.equal(res.status, 200)
+    task = (await res.json()) as TaskJson
+    if (until(task)) return task
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  throw new Error(`task ${id} did not reach the expected state in ${timeoutMs} ms; last seen: ${JSON.stringify(task)}`)
+}
+
+export const isFinished = (t: TaskJson) => ['succeeded', 'failed', 'cancelled'].includes(t.state)
+
+/** Requests an export through the API and waits for it to finish. */
+export async function exportVia(gateway: TestGateway, dataset: string, query = ''): Promise<TaskJson> {
+  const res = await gateway.fetch(`/api/datasets/${encodeURIComponent(dataset)}/exports${query ? `?${query}` : ''}`, { method: 'POST' })
+  const body = await res.json()
+  assert.equal(res.status, 202, JSON.stringify(body))
+  return waitForTask(gateway, (body as TaskJson).id)
+}

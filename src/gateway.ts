@@ -59,8 +59,10 @@ export async function startGateway(config: Config, log: (message: string) => voi
   return { url, port, databaseUrl, sql, dispatcher, stop: (graceMs = 10_000) => (stopping ??= stop(graceMs)) }
 
   async function stop(graceMs: number) {
-    await new Promise<void>((resolve) => server.close(() => resolve()))
-    await dispatcher.stop(graceMs)
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+    // close() waits for keep-alive sockets; idle ones would hold the shutdown for seconds.
+    ;(server as { closeIdleConnections?: () => void }).closeIdleConnections?.()
+    await Promise.all([closed, dispatcher.stop(graceMs)])
     await sql.end({ timeout: 5 })
     await embedded?.stop()
   }

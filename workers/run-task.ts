@@ -19,7 +19,9 @@ export default async function runTask(input: WorkerInput): Promise<Outcome> {
   const sql = openDatabase(input.databaseUrl, { max: 1, applicationName: name })
   const reader = openDatabase(input.databaseUrl, { max: 1, applicationName: name, readOnly: true })
   try {
-    return await executeTask({ sql, reader }, createStorage(input.storageDir), input, input.taskId, input.runId)
+    const storage = createStorage(input.storageDir)
+    await storage.prepare() // an operator may have emptied the storage directory while we ran
+    return await executeTask({ sql, reader }, storage, input, input.taskId, input.runId)
   } finally {
     // The reader is closed at once: after a COPY its socket may be left paused (see writeExport).
     await Promise.all([sql.end({ timeout: 1 }), reader.end({ timeout: 0 })])

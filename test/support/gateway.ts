@@ -10,7 +10,8 @@ export async function startTestGateway(databaseUrl: string, env: Record<string, 
   const storageDir = await mkdtemp(path.join(os.tmpdir(), 'sluice-test-storage-'))
   const { config, problems } = parseConfig({ PORT: '0', STORAGE_DIR: storageDir, DATABASE_URL: databaseUrl, TASK_LEASE_SECONDS: '5', ...env })
   assert.deepEqual(problems, [])
-  const gateway = await startGateway(config, () => {})
+  // SLUICE_TEST_LOG=1 shows the gateway's own log lines while debugging a test.
+  const gateway = await startGateway(config, process.env.SLUICE_TEST_LOG ? (line) => console.error(`[gateway] ${line}`) : () => {})
   return {
     ...gateway,
     storageDir,

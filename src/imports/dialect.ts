@@ -1,7 +1,6 @@
 import { isUtf8 } from 'node:buffer'
 import { analyse } from 'chardet'
 import iconv from 'iconv-lite'
-import { createTokenizer, incompleteUtf8Tail, normalizeEncoding } from './read-records.ts'
 
 export type LineEnding = '\n' | '\r\n' | '\r' | 'mixed'
 
@@ -26,6 +25,8 @@ export type DialectOverrides = {
 }
 
 type Quoting = Pick<Dialect, 'delimiter' | 'quote' | 'escape'>
+type Limits = { maxFieldBytes: number; maxFields: number }
+export type ParsedRecord = { record: string[]; raw: string }
 
 /** How much of the file detection wants to see. */
 export const SAMPLE_BYTES = 64 * 1024
@@ -37,6 +38,10 @@ const BOMS: [string, number[]][] = [['utf-8', [0xef, 0xbb, 0xbf]], ['utf-16le', 
 const WESTERN = new Set(['ISO-8859-1', 'windows-1252'])
 const CHARDET_MARGIN = 10 // confidence points another encoding needs over the western guess
 const HEADER_SAMPLE_ROWS = 100
+const ENCODING_ALIASES: Record<string, string> = {
+  utf8: 'utf-8', ascii: 'utf-8', 'us-ascii': 'utf-8', utf16le: 'utf-16le', utf16be: 'utf-16be',
+  latin1: 'iso-8859-1', 'latin-1': 'iso-8859-1', cp1252: 'windows-1252',
+}
 const UNLIMITED = { maxFieldBytes: Infinity, maxFields: Infinity }
 const NUMBER = /^[-+]?[$€£¥]?(?=[.,]?\d)(?:\d+|\d{1,3}(?:[,.' ]\d{3})+)?(?:[.,]\d+)?(?:[eE][-+]?\d+)?%?$/
 const DATE = /^(?:\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?|\d{1,2}:\d{2}(?::\d{2})?)$/
@@ -74,6 +79,28 @@ function detectEncoding(sample: Buffer): string {
   // chardet's scores on a few accented words are close; only a clear lead beats the common case.
   if (top && !WESTERN.has(top.name) && top.confidence >= western + CHARDET_MARGIN) return top.name.toLowerCase()
   return 'windows-1252'
+}
+
+export function normalizeEncoding(name: string): string {
+  const key = name.trim().toLowerCase()
+  const encoding = ENCODING_ALIASES[key] ?? key
+  if (iconv.encodingExists(encoding)) return encoding
+  throw Object.assign(new Error(`The encoding "${name}" is not supported. Choose one such as utf-8 or windows-1252.`), {
+    code: 'UNSUPPORTED_ENCODING' as const,
+  })
+}
+
+export function utf8SequenceLength(lead: number): number {
+  return lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : 2
+}
+
+export function incompleteUtf8Tail(bytes: Buffer): number {
+  for (let i = 1; i <= Math.min(3, bytes.length); i++) {
+    const b = bytes[bytes.length - i]!
+    if (b < 0x80) return 0
+    if (b >= 0xc0) return utf8SequenceLength(b) > i ? i : 0
+  }
+  return 0
 }
 
 function bomEncoding(sample: Buffer): string | null {
@@ -143,6 +170,89 @@ function tokenizeSample(text: string, quoting: Quoting): { complete: string[][];
   return complete.length < 2 && last ? { complete: [...complete, last], last: null } : { complete, last }
 }
 
+// A resumable, Python-csv-like tokenizer: the escape character works inside and outside quotes,
+// which csv-parse cannot do. Detection also runs it over the sample for every candidate dialect.
+export function createTokenizer(dialect: Quoting, limits: Limits) {
+  const { delimiter, quote } = dialect
+  const escape = dialect.escape === quote ? null : dialect.escape // a doubled quote is always honoured
+  type State = 'fieldStart' | 'unquoted' | 'quoted' | 'quoteInQuoted' | 'escaped' | 'escapedInQuoted'
+  let record: string[] = []
+  let field = ''
+  let raw = ''
+  let state: State = 'fieldStart'
+  let afterCR = false
+  return { push, end }
+
+  function push(text: string): ParsedRecord[] {
+    const done: ParsedRecord[] = []
+    let from = 0
+    for (let i = 0; i < text.length; i++) {
+      const c = text[i]!
+      if (afterCR && c === '\n') { afterCR = false; from = i + 1; continue } // the rest of a \r\n
+      afterCR = false
+      if (!step(c)) continue
+      done.push({ record, raw: raw + text.slice(from, i + 1) })
+      record = []
+      raw = ''
+      from = i + 1
+      afterCR = c === '\r'
+    }
+    raw += text.slice(from)
+    if (raw.length > limits.maxFieldBytes) throw parseFailure('CSV_MAX_RECORD_SIZE')
+    return done
+  }
+
+  function end(): ParsedRecord[] {
+    if (state === 'quoted' || state === 'escapedInQuoted') throw parseFailure('CSV_QUOTE_NOT_CLOSED')
+    if (state === 'escaped') field += escape // nothing left to escape: keep it as text
+    if (state === 'fieldStart' && record.length === 0) return []
+    endField()
+    return [{ record, raw }]
+  }
+
+  // Returns true when c ends the record.
+  function step(c: string): boolean {
+    switch (state) {
+      case 'escaped': return append(c, 'unquoted')
+      case 'escapedInQuoted': return append(c, 'quoted')
+      case 'quoted':
+        if (c === escape) state = 'escapedInQuoted'
+        else if (c === quote) state = 'quoteInQuoted'
+        else append(c, 'quoted')
+        return false
+      case 'quoteInQuoted':
+        if (c === quote) return append(c, 'quoted')
+        state = 'unquoted' // text after a closing quote is kept, as Python's csv does
+    }
+    if (c === delimiter) {
+      endField()
+      return false
+    }
+    if (c === '\n' || c === '\r') {
+      endField()
+      return true
+    }
+    if (c === escape) state = 'escaped'
+    else if (c === quote && state === 'fieldStart') state = 'quoted'
+    else append(c, 'unquoted')
+    return false
+  }
+
+  function append(c: string, next: State): false {
+    field += c
+    state = next
+    if (field.length > limits.maxFieldBytes) throw parseFailure('CSV_MAX_RECORD_SIZE')
+    return false
+  }
+
+  function endField() {
+    record.push(field)
+    field = ''
+    state = 'fieldStart'
+    if (record.length > limits.maxFields) throw parseFailure('CSV_TOO_MANY_FIELDS')
+  }
+}
+
 /**
  * The first row is a header unless its cells look like the data below them: a vote per
  * column, as Python's csv.Sniffer does, and a tie means a header (the common case).
@@ -196,3 +306,8 @@ function checkOverrides(overrides: DialectOverrides): void {
   ].filter((p): p is string => typeof p === 'string')
   if (problems.length) throw Object.assign(new Error(problems.join(' ')), { code: 'INVALID_DIALECT' as const })
 }
+
+export function parseFailure(code: string): Error & { code: string } {
+  return Object.assign(new Error(code), { code })
+}
+

@@ -2,7 +2,10 @@ import { isUtf8 } from 'node:buffer'
 import { pipeline, Readable } from 'node:stream'
 import { parse } from 'csv-parse'
 import iconv from 'iconv-lite'
-import type { Dialect } from './dialect.ts'
+import {
+  createTokenizer, incompleteUtf8Tail, normalizeEncoding, parseFailure, utf8SequenceLength,
+  type Dialect, type ParsedRecord,
+} from './dialect.ts'
 
 export type CsvRecord = {
   line: number // 1-based line of the original file where the record starts
@@ -21,18 +24,12 @@ export type CsvReadErrorCode = 'INVALID_ENCODING' | 'MALFORMED_CSV' | 'FIELD_TOO
 export type CsvReadError = Error & { code: CsvReadErrorCode; line: number }
 
 type Limits = { maxFieldBytes: number; maxFields: number }
-type ParsedRecord = { record: string[]; raw: string }
 type ParsedItem = ParsedRecord | { failure: unknown }
 
 const READ_DEFAULTS: Limits = { maxFieldBytes: 16 * 1024 * 1024, maxFields: 10_000 }
 
 // All three are accepted in every file: a 64 KiB sample cannot promise what the rest uses.
 const RECORD_DELIMITERS = ['\r\n', '\n', '\r']
-
-const ENCODING_ALIASES: Record<string, string> = {
-  utf8: 'utf-8', ascii: 'utf-8', 'us-ascii': 'utf-8', utf16le: 'utf-16le', utf16be: 'utf-16be',
-  latin1: 'iso-8859-1', 'latin-1': 'iso-8859-1', cp1252: 'windows-1252',
-}
 
 // Parser failures (csv-parse's codes, reused by the tokenizer) as the user should read them.
 const PARSE_FAILURES: Record<string, [CsvReadErrorCode, (limits: Limits) => string]> = {
@@ -52,115 +49,27 @@ export async function* readRecords(
 ): AsyncGenerator<CsvRecord> {
   const opts = { ...READ_DEFAULTS, ...options }
   const text = decodeText(input, dialect, opts)
-  const parsed = hasEscapeChar(dialect) ? tokenizeText(text, dialect, opts) : parseText(text, dialect, opts)
-  let breaks = dialect.sepLine ? 1 : 0 // line breaks before the next record
+  const batches = hasEscapeChar(dialect) ? tokenizeText(text, dialect, opts) : parseText(text, dialect, opts)
+  let breaks = 0 // line breaks before the next record
+  let isSepLine = dialect.sepLine
   let width = -1
   try {
-    for await (const item of parsed) {
-      if ('failure' in item) throw item.failure
-      const { record, raw } = item
-      if (record.length > opts.maxFields) throw parseFailure('CSV_TOO_MANY_FIELDS')
-      const line = breaks + 1
-      breaks += countBreaks(raw)
-      if (record.length === 1 && raw.trim() === '') continue // a blank line
-      if (width < 0) width = record.length
-      yield { line, fields: trimTrailingEmpty(record, width), raw: raw.replace(/(?:\r\n|\r|\n)$/, '') }
-      opts.signal?.throwIfAborted()
+    for await (const batch of batches) {
+      for (const item of batch) {
+        if ('failure' in item) throw item.failure
+        const { record, raw } = item
+        if (record.length > opts.maxFields) throw parseFailure('CSV_TOO_MANY_FIELDS')
+        const line = breaks + 1
+        breaks += countBreaks(raw)
+        if (record.length === 1 && raw.trim() === '') continue // a blank line
+        if (isSepLine) { isSepLine = false; continue }
+        if (width < 0) width = record.length
+        yield { line, fields: trimTrailingEmpty(record, width), raw: raw.replace(/(?:\r\n|\r|\n)$/, '') }
+        opts.signal?.throwIfAborted()
+      }
     }
   } catch (err) {
     throw toReadError(err, breaks + 1, opts)
-  }
-}
-
-export function normalizeEncoding(name: string): string {
-  const key = name.trim().toLowerCase()
-  const encoding = ENCODING_ALIASES[key] ?? key
-  if (iconv.encodingExists(encoding)) return encoding
-  throw Object.assign(new Error(`The encoding "${name}" is not supported. Choose one such as utf-8 or windows-1252.`), {
-    code: 'UNSUPPORTED_ENCODING' as const,
-  })
-}
-
-// A resumable, Python-csv-like tokenizer: the escape character works inside and outside quotes,
-// which csv-parse cannot do. Detection also runs it over the sample for every candidate dialect.
-export function createTokenizer(dialect: Pick<Dialect, 'delimiter' | 'quote' | 'escape'>, limits = READ_DEFAULTS) {
-  const { delimiter, quote } = dialect
-  const escape = dialect.escape === quote ? null : dialect.escape // a doubled quote is always honoured
-  type State = 'fieldStart' | 'unquoted' | 'quoted' | 'quoteInQuoted' | 'escaped' | 'escapedInQuoted'
-  let record: string[] = []
-  let field = ''
-  let raw = ''
-  let state: State = 'fieldStart'
-  let afterCR = false
-  return { push, end }
-
-  function push(text: string): ParsedRecord[] {
-    const done: ParsedRecord[] = []
-    let from = 0
-    for (let i = 0; i < text.length; i++) {
-      const c = text[i]!
-      if (afterCR && c === '\n') { afterCR = false; from = i + 1; continue } // the rest of a \r\n
-      afterCR = false
-      if (!step(c)) continue
-      done.push({ record, raw: raw + text.slice(from, i + 1) })
-      record = []
-      raw = ''
-      from = i + 1
-      afterCR = c === '\r'
-    }
-    raw += text.slice(from)
-    if (raw.length > limits.maxFieldBytes) throw parseFailure('CSV_MAX_RECORD_SIZE')
-    return done
-  }
-
-  function end(): ParsedRecord[] {
-    if (state === 'quoted' || state === 'escapedInQuoted') throw parseFailure('CSV_QUOTE_NOT_CLOSED')
-    if (state === 'escaped') field += escape // nothing left to escape: keep it as text
-    if (state === 'fieldStart' && record.length === 0) return []
-    endField()
-    return [{ record, raw }]
-  }
-
-  // Returns true when c ends the record.
-  function step(c: string): boolean {
-    switch (state) {
-      case 'escaped': return append(c, 'unquoted')
-      case 'escapedInQuoted': return append(c, 'quoted')
-      case 'quoted':
-        if (c === escape) state = 'escapedInQuoted'
-        else if (c === quote) state = 'quoteInQuoted'
-        else append(c, 'quoted')
-        return false
-      case 'quoteInQuoted':
-        if (c === quote) return append(c, 'quoted')
-        state = 'unquoted' // text after a closing quote is kept, as Python's csv does
-    }
-    if (c === delimiter) {
-      endField()
-      return false
-    }
-    if (c === '\n' || c === '\r') {
-      endField()
-      return true
-    }
-    if (c === escape) state = 'escaped'
-    else if (c === quote && state === 'fieldStart') state = 'quoted'
-    else append(c, 'unquoted')
-    return false
-  }
-
-  function append(c: string, next: State): false {
-    field += c
-    state = next
-    if (field.length > limits.maxFieldBytes) throw parseFailure('CSV_MAX_RECORD_SIZE')
-    return false
-  }
-
-  function endField() {
-    record.push(field)
-    field = ''
-    state = 'fieldStart'
-    if (record.length > limits.maxFields) throw parseFailure('CSV_TOO_MANY_FIELDS')
   }
 }
 
@@ -181,13 +90,13 @@ function hasEscapeChar(dialect: Dialect): boolean {
 
 async function* tokenizeText(text: AsyncIterable<string>, dialect: Dialect, limits: Limits) {
   const tokenizer = createTokenizer(dialect, limits)
-  for await (const chunk of text) yield* tokenizer.push(chunk)
-  yield* tokenizer.end()
+  for await (const chunk of text) yield tokenizer.push(chunk)
+  yield tokenizer.end()
 }
 
 // A failure travels in the record stream, after the records before it: a stream error would
 // drop the records still buffered, and the failure's line would be lost with them.
-function parseText(text: AsyncIterable<string>, dialect: Dialect, limits: Limits): AsyncIterable<ParsedItem> {
+function parseText(text: AsyncIterable<string>, dialect: Dialect, limits: Limits): AsyncIterable<ParsedItem[]> {
   const parser = parse({
     delimiter: dialect.delimiter,
     quote: dialect.quote ?? false,
@@ -203,7 +112,16 @@ function parseText(text: AsyncIterable<string>, dialect: Dialect, limits: Limits
   })
   // Decoding errors and aborts reach the reader through the parser; their line is already known.
   pipeline(Readable.from(text), parser, () => {})
-  return parser
+  return batchesOf(parser)
+}
+
+// One await per record costs more than parsing it: take whatever the stream has buffered.
+async function* batchesOf(stream: Readable): AsyncGenerator<ParsedItem[]> {
+  for await (const first of stream) {
+    const batch: ParsedItem[] = [first]
+    for (let item = stream.read(); item !== null; item = stream.read()) batch.push(item)
+    yield batch
+  }
 }
 
 async function* decodeText(input: AsyncIterable<Buffer>, dialect: Dialect, opts: ReadOptions) {
@@ -212,7 +130,6 @@ async function* decodeText(input: AsyncIterable<Buffer>, dialect: Dialect, opts:
   let lines = 0 // line breaks decoded so far, to place an encoding error
   let afterCR = false
   let atStart = true
-  let sepLine: 'skip' | 'skipLF' | 'done' = dialect.sepLine ? 'skip' : 'done'
   for await (const chunk of input) {
     opts.signal?.throwIfAborted()
     bytesRead += chunk.length
@@ -238,20 +155,7 @@ async function* decodeText(input: AsyncIterable<Buffer>, dialect: Dialect, opts:
       atStart = false
       if (text.startsWith('\uFEFF')) text = text.slice(1)
     }
-    return sepLine === 'done' ? text : skipSepLine(text)
-  }
-
-  function skipSepLine(text: string): string {
-    if (sepLine === 'skipLF') {
-      sepLine = 'done'
-      return text.startsWith('\n') ? text.slice(1) : text
-    }
-    const end = text.search(/[\r\n]/)
-    if (end < 0) return ''
-    const isCR = text[end] === '\r'
-    if (isCR && end + 1 === text.length) { sepLine = 'skipLF'; return '' } // its \n may come next
-    sepLine = 'done'
-    return text.slice(isCR && text[end + 1] === '\n' ? end + 2 : end + 1)
+    return text
   }
 }
 
@@ -305,19 +209,6 @@ function createUtf8Decoder(): Decoder {
   }
 }
 
-function utf8SequenceLength(lead: number): number {
-  return lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : 2
-}
-
-export function incompleteUtf8Tail(bytes: Buffer): number {
-  for (let i = 1; i <= Math.min(3, bytes.length); i++) {
-    const b = bytes[bytes.length - i]!
-    if (b < 0x80) return 0
-    if (b >= 0xc0) return utf8SequenceLength(b) > i ? i : 0
-  }
-  return 0
-}
-
 /** [start, end) of the first invalid sequence in body, which is known to hold one. */
 function firstInvalidUtf8(body: Buffer): [number, number] {
   const decodes = (n: number) => {
@@ -357,10 +248,6 @@ function invalidEncoding(failure: DecodeFailure, line: number, encoding: string)
   const what = failure.bytes.length === 0 ? 'some bytes are' : failure.bytes.length === 1 ? `byte ${hex} is` : `bytes ${hex} are`
   return readError('INVALID_ENCODING', line,
     `${what} not valid ${encoding}. Re-save the file as UTF-8 or choose its encoding.`)
-}
-
-function parseFailure(code: string): Error & { code: string } {
-  return Object.assign(new Error(code), { code })
 }
 
 function toReadError(err: unknown, line: number, limits: Limits): unknown {

@@ -17,6 +17,8 @@ export type Config = Readonly<{
   fileRetentionHours: number
   /** On SIGTERM, how long running tasks may go on before they are handed back to the queue. */
   shutdownGraceSeconds: number
+  /** Largest upload accepted, counted after gzip is inflated. */
+  maxUploadBytes: number
   /** Seed the demo dataset on the embedded database's first start. */
   seedDemo: boolean
 }>
@@ -31,6 +33,7 @@ const DEFAULTS = {
   TASK_MAX_ATTEMPTS: '3',
   FILE_RETENTION_HOURS: '168',
   SHUTDOWN_GRACE_SECONDS: '20',
+  MAX_UPLOAD_BYTES: String(5 * 1024 ** 3),
   SEED_DEMO: 'true',
 } as const
 
@@ -73,6 +76,7 @@ export function parseConfig(env: Env): { config: Config; problems: string[] } {
     taskMaxAttempts: integer('TASK_MAX_ATTEMPTS', 1, 100),
     fileRetentionHours: integer('FILE_RETENTION_HOURS', 1, 24 * 365 * 10),
     shutdownGraceSeconds: integer('SHUTDOWN_GRACE_SECONDS', 0, 3600),
+    maxUploadBytes: integer('MAX_UPLOAD_BYTES', 1, Number.MAX_SAFE_INTEGER),
     seedDemo: seedText === 'true' || seedText === '1',
   })
   return { config, problems }

@@ -14,16 +14,17 @@ export type WorkerInput = {
 }
 
 export default async function runTask(input: WorkerInput): Promise<Outcome> {
-  // Two sessions: one streams the data, the other writes progress and the outcome beside it.
+  // Sessions of its own: one streams the data, another writes progress and the outcome beside it.
   const name = `sluice task ${input.taskId}`
   const sql = openDatabase(input.databaseUrl, { max: 1, applicationName: name })
   const reader = openDatabase(input.databaseUrl, { max: 1, applicationName: name, readOnly: true })
+  const writer = openDatabase(input.databaseUrl, { max: 1, applicationName: name }) // connects only if used
   try {
     const storage = createStorage(input.storageDir)
     await storage.prepare() // an operator may have emptied the storage directory while we ran
-    return await executeTask({ sql, reader }, storage, input, input.taskId, input.runId)
+    return await executeTask({ sql, reader, writer }, storage, input, input.taskId, input.runId)
   } finally {
     // The reader is closed at once: after a COPY its socket may be left paused (see writeExport).
-    await Promise.all([sql.end({ timeout: 1 }), reader.end({ timeout: 0 })])
+    await Promise.all([sql.end({ timeout: 1 }), reader.end({ timeout: 0 }), writer.end({ timeout: 1 })])
   }
 }

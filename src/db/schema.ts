@@ -58,3 +58,17 @@ export const tasks = sluice.table('tasks', {
   index('tasks_leased').on(t.leaseExpiresAt).where(sql`${t.state} = 'running'`),
   index('tasks_recent').on(t.createdAt),
 ])
+
+/**
+ * A stored upload, waiting for (or used by) an import task. The file itself is in
+ * storage under `storageKey`, decompressed; `fileName` is the client's name, for display only.
+ */
+export const uploads = sluice.table('uploads', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  dataset: text('dataset').notNull(),
+  storageKey: text('storage_key').notNull(),
+  fileName: text('file_name'),
+  size: bigint('size', { mode: 'number' }).notNull(),
+  sha256: text('sha256').notNull(),
+  createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+})

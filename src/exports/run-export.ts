@@ -3,6 +3,7 @@ import { createWriteStream } from 'node:fs'
 import { Transform, type TransformCallback } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { createGzip } from 'node:zlib'
+import { createRecordCounter } from '../csv-records.ts'
 import type { Sql } from '../db/client.ts'
 import { buildSelectSql, findDataset, parseRowQuery } from '../datasets/index.ts'
 import { UserError } from '../errors.ts'
@@ -66,21 +67,21 @@ const BATCH_MS = 250 // a slow query still shows progress
  * report exact rows without parsing.
  */
 function batchAndCountRecords(tracker: ProgressTracker) {
-  let newlines = 0
-  let inQuotes = false
+  const counter = createRecordCounter()
   let parts: Buffer[] = []
   let pending = 0
   let lastEmit = Date.now()
   const { progress } = tracker
+  const rows = () => Math.max(0, counter.records() - 1) // the header line is not a row
 
   const emit = (stream: Transform) => {
     const batch = parts.length === 1 ? parts[0]! : Buffer.concat(parts, pending)
     parts = []
     pending = 0
     lastEmit = Date.now()
-    count(batch)
+    counter.push(batch)
     progress.bytes += batch.length
-    progress.rows = Math.max(0, newlines - 1) // the header line is not a row
+    progress.rows = rows()
     if (progress.total) progress.percent = Math.min(99, (progress.rows / Math.max(progress.total, 1)) * 100)
     stream.push(batch)
   }
@@ -97,31 +98,7 @@ function batchAndCountRecords(tracker: ProgressTracker) {
       done()
     },
   })
-  return Object.assign(stream, { records: () => Math.max(0, newlines - 1) })
-
-  function count(chunk: Buffer) {
-    let i = 0
-    let nextQuote = chunk.indexOf(34)
-    for (;;) {
-      if (inQuotes) {
-        if (nextQuote < 0) return
-        inQuotes = false
-        i = nextQuote + 1
-        nextQuote = chunk.indexOf(34, i)
-        continue
-      }
-      const newline = chunk.indexOf(10, i)
-      if (newline >= 0 && (nextQuote < 0 || newline < nextQuote)) {
-        newlines++
-        i = newline + 1
-        continue
-      }
-      if (nextQuote < 0) return
-      inQuotes = true
-      i = nextQuote + 1
-      nextQuote = chunk.indexOf(34, i)
-    }
-  }
+  return Object.assign(stream, { records: rows })
 }
 
 /** `contacts-2026-11-22.csv`: what a person expects to find in their downloads folder. */

@@ -2,6 +2,7 @@ import { Hono } from 'hono'
 import { listDatasets } from '../datasets/index.ts'
 import { UserError } from '../errors.ts'
 import { requestExport } from '../exports/index.ts'
+import { requestImport } from '../imports/index.ts'
 import { getTask, listRecentTasks, requestCancel } from '../tasks/queries.ts'
 import type { AppEnv } from './app.tsx'
 import { serveFile } from './download.ts'
@@ -23,6 +24,15 @@ export function apiRoutes() {
     const { sql, config } = c.get('deps')
     const pairs = [...new URL(c.req.url).searchParams.entries()]
     const task = await requestExport(sql, { schema: config.datasetSchema, maxAttempts: config.taskMaxAttempts }, c.req.param('name'), pairs)
+    c.header('Location', `/api/tasks/${task.id}`)
+    return c.json(presentTask(task, origin(c.req.url)), 202)
+  })
+
+  api.post('/datasets/:name/imports', async (c) => {
+    const { sql, config, storage } = c.get('deps')
+    const pairs = [...new URL(c.req.url).searchParams.entries()]
+    const settings = { schema: config.datasetSchema, maxUploadBytes: config.maxUploadBytes, maxAttempts: config.taskMaxAttempts }
+    const task = await requestImport(sql, storage, settings, c.req.param('name'), pairs, c.req.raw)
     c.header('Location', `/api/tasks/${task.id}`)
     return c.json(presentTask(task, origin(c.req.url)), 202)
   })
@@ -49,8 +59,9 @@ export function apiRoutes() {
     const { sql, storage } = c.get('deps')
     const task = await getTask(sql, c.req.param('id'))
     if (!task) throw taskNotFound()
-    if (task.state !== 'succeeded' || !task.resultKey) {
-      throw new UserError('NOT_READY', `This task is ${task.state}; its file is not ready.`, 409)
+    // An export's file, or an import's error report (kept when the import failed, too).
+    if (!task.resultKey || !(task.state === 'succeeded' || (task.kind === 'import' && task.state === 'failed'))) {
+      throw new UserError('NOT_READY', `This task is ${task.state} and has no file${task.state === 'queued' || task.state === 'running' ? ' yet' : ''}.`, 409)
     }
     const size = await storage.size(task.resultKey)
     if (size === null || (task.resultExpiresAt && task.resultExpiresAt < new Date())) {

@@ -2,7 +2,8 @@ import type { TaskRow } from '../tasks/queries.ts'
 
 /** The public JSON shape of a task: the contract scripts and later work rely on. */
 export function presentTask(task: TaskRow, origin: string) {
-  const isSucceeded = task.state === 'succeeded' && task.resultKey !== null
+  const isSucceeded = task.kind === 'export' && task.state === 'succeeded' && task.resultKey !== null
+  const hasReport = task.kind === 'import' && task.resultKey !== null
   return {
     id: task.id,
     kind: task.kind,
@@ -16,6 +17,8 @@ export function presentTask(task: TaskRow, origin: string) {
     },
     download: isSucceeded ? `${origin}${downloadPath(task.id)}` : null,
     file: isSucceeded ? { name: task.resultName, size: task.resultSize, sha256: task.resultSha256, expiresAt: task.resultExpiresAt } : null,
+    /** An import's error report: the failing rows with `line` and `error` columns. */
+    report: hasReport ? `${origin}${downloadPath(task.id)}` : null,
     error: task.state === 'failed' ? (task.error ?? 'The task failed.') : null,
     errorCode: task.state === 'failed' ? task.errorCode : null,
     /** Kept across retries: why the previous attempt ended, while another is pending. */

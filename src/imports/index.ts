@@ -1,4 +1,56 @@
+import type { Sql } from '../db/client.ts'
+import { findDataset, type Dataset } from '../datasets/index.ts'
+import { UserError } from '../errors.ts'
+import type { Storage } from '../storage/index.ts'
+import { enqueueTask, type TaskRow } from '../tasks/queries.ts'
+import { parseImportOptions, type ImportOptions } from './options.ts'
+import type { ImportParams } from './run-import.ts'
+import { storeUpload, type StoredUpload } from './upload.ts'
+
 export { detectDialect, SAMPLE_BYTES } from './dialect.ts'
 export type { Dialect, DialectOverrides, LineEnding } from './dialect.ts'
 export { readRecords } from './read-records.ts'
 export type { CsvReadError, CsvReadErrorCode, CsvRecord, ReadOptions } from './read-records.ts'
+export { parseImportOptions, IMPORT_OPTION_KEYS, type ImportOptions } from './options.ts'
+export type { ImportSummary, ImportParams } from './run-import.ts'
+export { previewUpload, type Preview } from './preview.ts'
+
+export type UploadRow = { id: string; dataset: string; storageKey: string; fileName: string | null; size: number; sha256: string; createdAt: Date }
+
+export async function findTable(sql: Sql, schema: string, name: string): Promise<Dataset> {
+  const dataset = await findDataset(sql, schema, name)
+  if (!dataset) throw new UserError('DATASET_NOT_FOUND', `There is no dataset named "${name}".`, 404)
+  if (dataset.kind !== 'table') throw new UserError('NOT_A_TABLE', `${name} is a ${dataset.kind}; only tables can be imported into.`, 400)
+  return dataset
+}
+
+/** Stores the request's file and records it; the options were checked before a byte was read. */
+export async function receiveUpload(sql: Sql, storage: Storage, dataset: Dataset, request: Request, maxBytes: number): Promise<UploadRow & { fields: Record<string, string> }> {
+  const stored: StoredUpload = await storeUpload(request, storage, maxBytes)
+  const [row] = await sql<UploadRow[]>`
+    insert into sluice.uploads (dataset, storage_key, file_name, size, sha256)
+    values (${dataset.name}, ${stored.key}, ${stored.fileName}, ${stored.size}, ${stored.sha256})
+    returning id, dataset, storage_key as "storageKey", file_name as "fileName", size, sha256, created_at as "createdAt"`
+  return { ...row!, fields: stored.fields }
+}
+
+export async function getUpload(sql: Sql, id: string): Promise<UploadRow | null> {
+  if (!/^[0-9a-f-]{36}$/i.test(id)) return null
+  const [row] = await sql<UploadRow[]>`
+    select id, dataset, storage_key as "storageKey", file_name as "fileName", size, sha256, created_at as "createdAt"
+    from sluice.uploads where id = ${id}`
+  return row ?? null
+}
+
+export async function enqueueImport(sql: Sql, upload: UploadRow, options: ImportOptions, maxAttempts: number): Promise<TaskRow> {
+  const params: ImportParams = { uploadId: upload.id, uploadKey: upload.storageKey, fileName: upload.fileName, size: upload.size, options }
+  return enqueueTask(sql, { kind: 'import', dataset: upload.dataset, params, progressTotal: upload.size, maxAttempts })
+}
+
+/** The API's one-step import: options checked, file stored, task queued. */
+export async function requestImport(sql: Sql, storage: Storage, settings: { schema: string; maxUploadBytes: number; maxAttempts: number }, datasetName: string, pairs: [string, string][], request: Request): Promise<TaskRow> {
+  const dataset = await findTable(sql, settings.schema, datasetName)
+  const options = parseImportOptions(pairs, dataset)
+  const upload = await receiveUpload(sql, storage, dataset, request, settings.maxUploadBytes)
+  return enqueueImport(sql, upload, options, settings.maxAttempts)
+}

@@ -10,8 +10,13 @@ import {
 export type CsvRecord = {
   line: number // 1-based line of the original file where the record starts
   fields: string[]
+  /** Fields written as `""`: an empty string, where an empty unquoted field means NULL (as in COPY). */
+  quotedEmpty: number[]
   raw: string // the record's text without its line break, for error reports
 }
+
+/** csv-parse hands `cast` each field with its quoting; this marks `""` apart from nothing at all. */
+const QUOTED_EMPTY = Object.freeze({ quotedEmpty: true })
 
 export type ReadOptions = {
   signal?: AbortSignal
@@ -64,7 +69,13 @@ export async function* readRecords(
         if (record.length === 1 && raw.trim() === '') continue // a blank line
         if (isSepLine) { isSepLine = false; continue }
         if (width < 0) width = record.length
-        yield { line, fields: trimTrailingEmpty(record, width), raw: raw.replace(/(?:\r\n|\r|\n)$/, '') }
+        const quotedEmpty: number[] = []
+        const fields = (record as unknown[]).map((value, i) => {
+          if (value !== QUOTED_EMPTY) return value as string
+          quotedEmpty.push(i)
+          return ''
+        })
+        yield { line, fields: trimTrailingEmpty(fields, width), quotedEmpty, raw: raw.replace(/(?:\r\n|\r|\n)$/, '') }
         opts.signal?.throwIfAborted()
       }
     }
@@ -105,6 +116,7 @@ function parseText(text: AsyncIterable<string>, dialect: Dialect, limits: Limits
     relax_column_count: true, // ragged rows are for the loader to report
     relax_quotes: true, // a stray quote inside a field is text, as in Excel
     raw: true,
+    cast: (value, context) => (value === '' && context.quoting ? (QUOTED_EMPTY as unknown as string) : value),
     max_record_size: limits.maxFieldBytes,
     ignore_last_delimiters: limits.maxFields + 1, // stops a field-count bomb from growing an array
     skip_records_with_error: true,

@@ -2,11 +2,12 @@ import type { Sql } from '../db/client.ts'
 import { isTransient, isUserError } from '../errors.ts'
 import { writeExport } from '../exports/index.ts'
 import type { Storage } from '../storage/index.ts'
-import { trackProgress, TaskStopped } from './progress.ts'
-import { completeTask, failTask, getTask, markCancelled, retryLater } from './queries.ts'
+import { runImport } from '../imports/run-import.ts'
+import { trackProgress, TaskStopped, type ProgressTracker } from './progress.ts'
+import { completeTask, failTask, getTask, markCancelled, retryLater, type TaskRow } from './queries.ts'
 
-/** `sql` records progress and outcomes; `reader` is a read-only session for the data. */
-export type TaskDatabase = { sql: Sql; reader: Sql }
+/** `sql` records progress and outcomes; `reader` is a read-only session for exports, `writer` the import's own. */
+export type TaskDatabase = { sql: Sql; reader: Sql; writer: Sql }
 export type RunSettings = { schema: string; fileRetentionHours: number }
 export type Outcome = { taskId: string; state: 'succeeded' | 'failed' | 'cancelled' | 'retry' | 'lost'; error?: string }
 
@@ -22,7 +23,7 @@ export async function executeTask(db: TaskDatabase, storage: Storage, settings: 
   if (!task || task.runId !== runId || task.state !== 'running') return { taskId, state: 'lost' }
   const tracker = trackProgress(sql, taskId, runId, task.progressTotal)
   try {
-    if (task.kind !== 'export') throw new Error(`tasks of kind "${task.kind}" are not supported by this version`)
+    if (task.kind === 'import') return await finishImport(db, storage, settings, task, tracker)
     const file = await writeExport(db.reader, storage, settings.schema, task, tracker)
     await tracker.stop()
     const recorded = await completeTask(sql, taskId, runId, { ...file, retentionHours: settings.fileRetentionHours })
@@ -35,6 +36,22 @@ export async function executeTask(db: TaskDatabase, storage: Storage, settings: 
     await tracker.stop()
     return recordFailure(sql, taskId, runId, err)
   }
+}
+
+async function finishImport(db: TaskDatabase, storage: Storage, settings: RunSettings, task: TaskRow, tracker: ProgressTracker): Promise<Outcome> {
+  const outcome = await runImport({ session: db.writer, progressSql: db.sql, storage, schema: settings.schema, task, tracker, retentionHours: settings.fileRetentionHours })
+  await tracker.stop()
+  const { summary, report } = outcome
+  const result = { key: report?.key ?? null, name: report?.name ?? null, size: report?.size ?? null, sha256: report?.sha256 ?? null, retentionHours: settings.fileRetentionHours }
+  if (outcome.state === 'failed') {
+    await failTask(db.sql, task.id, task.runId!, { code: 'ROWS_INVALID', message: outcome.message }, summary, result)
+    return { taskId: task.id, state: 'failed', error: outcome.message }
+  }
+  // A real import recorded its completion inside its own transaction; a dry run changed nothing.
+  if (summary.dryRun) {
+    await completeTask(db.sql, task.id, task.runId!, { ...result, rows: summary.rows, bytes: tracker.progress.bytes, details: summary })
+  }
+  return { taskId: task.id, state: 'succeeded' }
 }
 
 async function recordFailure(sql: Sql, taskId: string, runId: string, err: unknown): Promise<Outcome> {

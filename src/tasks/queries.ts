@@ -169,12 +169,17 @@ export async function completeTask(sql: Sql, id: string, runId: string, result: 
 }
 
 /** A final failure: bad input, or out of attempts. Kept with its attempts and error for an operator. */
-export async function failTask(sql: Sql, id: string, runId: string, error: { code: string; message: string }, details: object = {}): Promise<boolean> {
+export type ResultFile = { key: string | null; name: string | null; size: number | null; sha256: string | null; retentionHours: number }
+
+export async function failTask(sql: Sql, id: string, runId: string, error: { code: string; message: string }, details: object = {}, result: ResultFile | null = null): Promise<boolean> {
   const rows = await sql`
     update sluice.tasks
     set state = 'failed', run_id = null, lease_expires_at = null,
         error_code = ${error.code}, error = ${error.message},
         details = details || ${sql.json(details as never)},
+        result_key = ${result?.key ?? null}, result_name = ${result?.name ?? null},
+        result_size = ${result?.size ?? null}, result_sha256 = ${result?.sha256 ?? null},
+        result_expires_at = case when ${result?.key ?? null}::text is null then null else now() + make_interval(hours => ${result?.retentionHours ?? 0}) end,
         finished_at = now(), updated_at = now()
     where id = ${id} and run_id = ${runId} and state = 'running'
     returning id

@@ -1,0 +1,297 @@
+import { createReadStream } from 'node:fs'
+import { open } from 'node:fs/promises'
+import { Readable, Transform } from 'node:stream'
+import type { Sql } from '../db/client.ts'
+import { createRecordCounter } from '../csv-records.ts'
+import { quoteIdent } from '../datasets/index.ts'
+import { isTransient, UserError } from '../errors.ts'
+import type { Storage } from '../storage/index.ts'
+import { TaskStopped, type ProgressTracker } from '../tasks/progress.ts'
+import { completeTask, type TaskRow } from '../tasks/queries.ts'
+import { detectDialect, SAMPLE_BYTES, type Dialect } from './dialect.ts'
+import { copyIn, mergeStaged, type LoadCounts } from './load.ts'
+import { mapColumns, type Mapping } from './mapping.ts'
+import type { ImportOptions } from './options.ts'
+import { readRecords, type CsvRecord } from './read-records.ts'
+import { writeErrorReport, type ReportFile } from './report.ts'
+import { describeTarget, type Target } from './target.ts'
+import { ERRORS, STAGING, validateStaged, type Mapped } from './validate.ts'
+
+export type ImportParams = { uploadId: string; uploadKey: string; fileName: string | null; size: number; options: ImportOptions }
+
+export type ImportSummary = {
+  mode: ImportOptions['mode']
+  dryRun: boolean
+  dialect: Dialect
+  columns: (string | null)[]
+  rows: number
+  inserted: number
+  updated: number
+  deleted: number
+  failed: number
+  errors: { line: number; message: string }[]
+  /** True when the file went straight to COPY (clean data); false when staged and validated row by row. */
+  direct: boolean
+}
+
+export type ImportOutcome =
+  | { state: 'succeeded'; summary: ImportSummary; report: ReportFile | null }
+  | { state: 'failed'; summary: ImportSummary; report: ReportFile | null; message: string }
+
+export type ImportContext = {
+  session: Sql // a writable session of the import's own
+  progressSql: Sql
+  storage: Storage
+  schema: string
+  task: TaskRow
+  tracker: ProgressTracker
+  retentionHours: number
+}
+
+const FIRST_ERRORS = 20
+
+/**
+ * Loads an uploaded file into its table in one transaction. Clean files of a dialect
+ * COPY understands go straight to COPY (as fast as psql's \copy); when COPY rejects
+ * anything, or the file needs what COPY cannot do, the file is read again, staged as
+ * text, validated set-wise, and every bad row is reported with its original line.
+ * A successful import records its own completion inside the same transaction, so
+ * a retried task can never load a file twice.
+ */
+export async function runImport(ctx: ImportContext): Promise<ImportOutcome> {
+  const params = ctx.task.params as ImportParams
+  const { options } = params
+  const target = await describeTarget(ctx.session, ctx.schema, ctx.task.dataset)
+  if (!target) throw new UserError('DATASET_NOT_FOUND', `The table "${ctx.task.dataset}" no longer exists or cannot be written.`, 404)
+  const filePath = ctx.storage.pathOf(params.uploadKey)
+  const dialect = detect(await readSample(filePath), options)
+  const { first, rest } = await openRecords(filePath, dialect, ctx.tracker, params.size)
+  if (!first) throw new UserError('EMPTY_FILE', 'The file has no rows.', 422)
+  const mapping = mapColumns(target, options, first.fields, dialect.header)
+  const key = options.key ?? target.primaryKey ?? []
+  const base = { mode: options.mode, dryRun: options.dryRun, dialect, columns: mapping.map((c) => c?.name ?? null) }
+
+  if (canCopyDirectly(dialect, mapping, first)) {
+    await rest.return(undefined) // the direct path reads the file itself
+    try {
+      return await loadDirectly(ctx, target, mapping, dialect, options, key, filePath, params.size, base)
+    } catch (err) {
+      if (!isDataRejection(err, ctx.tracker.signal)) throw err
+      // COPY refused something: read the file again, slowly, to say exactly what and where.
+    }
+    const again = await openRecords(filePath, dialect, ctx.tracker, params.size)
+    return loadStaged(ctx, target, mapping, options, key, again.first!, again.rest, base)
+  }
+  return loadStaged(ctx, target, mapping, options, key, first, rest, base)
+}
+
+function detect(sample: Buffer, options: ImportOptions): Dialect {
+  try {
+    return detectDialect(sample, options.dialect)
+  } catch (err) {
+    throw new UserError('BAD_DIALECT', (err as Error).message, 422)
+  }
+}
+
+async function readSample(file: string): Promise<Buffer> {
+  const handle = await open(file, 'r')
+  try {
+    const buffer = Buffer.alloc(SAMPLE_BYTES)
+    const { bytesRead } = await handle.read(buffer, 0, SAMPLE_BYTES, 0)
+    return buffer.subarray(0, bytesRead)
+  } finally {
+    await handle.close()
+  }
+}
+
+async function openRecords(file: string, dialect: Dialect, tracker: ProgressTracker, size: number) {
+  const { progress } = tracker
+  const records = readRecords(createReadStream(file, { highWaterMark: 256 * 1024 }), dialect, {
+    signal: tracker.signal,
+    onProgress: (bytes) => {
+      progress.bytes = bytes
+      progress.percent = size > 0 ? Math.min(99, (bytes / size) * 100) : 0
+    },
+  })
+  try {
+    const first = await records.next()
+    return { first: first.done ? null : first.value, rest: records }
+  } catch (err) {
+    throw readError(err)
+  }
+}
+
+// COPY's own CSV reader takes these; anything else (no quoting, other escapes,
+// Excel's sep= line, lone CR line ends, UTF-16) goes through our reader.
+const COPY_ENCODINGS: Record<string, string> = { 'utf-8': 'UTF8', 'windows-1252': 'WIN1252', 'iso-8859-1': 'LATIN1', 'iso-8859-7': 'ISO_8859_7' }
+const COPY_DELIMITERS: Record<string, string> = { ',': `','`, ';': `';'`, '\t': `E'\\t'`, '|': `'|'` }
+const COPY_QUOTES: Record<string, string> = { '"': `'"'`, "'": `''''`, '\\': `'\\'` }
+
+function canCopyDirectly(dialect: Dialect, mapping: Mapping, first: CsvRecord): boolean {
+  return dialect.quote !== null && dialect.quote in COPY_QUOTES && (dialect.escape ?? dialect.quote) in COPY_QUOTES
+    && dialect.delimiter in COPY_DELIMITERS && dialect.encoding in COPY_ENCODINGS
+    && !dialect.sepLine && (dialect.lineEnding === '\n' || dialect.lineEnding === '\r\n')
+    && mapping.every((c) => c !== null) && first.fields.length === mapping.length
+}
+
+async function loadDirectly(ctx: ImportContext, target: Target, mapping: Mapping, dialect: Dialect, options: ImportOptions, key: string[], file: string, size: number, base: Omit<ImportSummary, 'rows' | 'inserted' | 'updated' | 'deleted' | 'failed' | 'errors' | 'direct'>): Promise<ImportOutcome> {
+  const columns = mapping.map((c) => quoteIdent(c!.name)).join(', ')
+  const table = `${quoteIdent(target.schema)}.${quoteIdent(target.name)}`
+  // Every option below is a constant from the tables above, never request text.
+  const copyOptions = [
+    'format csv', `header ${dialect.header}`, `delimiter ${COPY_DELIMITERS[dialect.delimiter]}`,
+    `quote ${COPY_QUOTES[dialect.quote!]}`, `escape ${COPY_QUOTES[dialect.escape ?? dialect.quote!]}`,
+    `encoding '${COPY_ENCODINGS[dialect.encoding]}'`,
+  ].join(', ')
+  const counter = createRecordCounter(dialect.quote!.charCodeAt(0))
+  const { progress } = ctx.tracker
+  let skipBom = dialect.bom && dialect.encoding === 'utf-8'
+  const measured = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      if (skipBom) {
+        chunk = chunk.subarray(3)
+        skipBom = false
+      }
+      counter.push(chunk)
+      progress.bytes += chunk.length
+      progress.rows = Math.max(0, counter.records() - (dialect.header ? 1 : 0))
+      progress.percent = size > 0 ? Math.min(99, (progress.bytes / size) * 100) : 0
+      done(null, chunk)
+    },
+  })
+  progress.bytes = 0
+  const mapped = mapping.map((column, i) => ({ column: column!, staged: `c${i + 1}` }))
+  return inTransaction(ctx, options, async (tx) => {
+    const source = createReadStream(file, { highWaterMark: 256 * 1024 }).pipe(measured)
+    let counts: LoadCounts
+    if (options.mode === 'upsert') {
+      await tx.unsafe(`create temp table ${STAGING} on commit drop as select ${mapping.map((c, i) => `${quoteIdent(c!.name)} as c${i + 1}`).join(', ')} from ${table} with no data`)
+      await tx.unsafe(`alter table ${STAGING} add column line int`)
+      await tx.unsafe(`create temp table ${ERRORS} (line int, message text) on commit drop`)
+      await copyIn(tx, `copy ${STAGING} (${mapped.map((m) => m.staged).join(', ')}) from stdin with (${copyOptions})`, source, ctx.tracker.signal)
+      counts = await mergeStaged(tx, target, mapped, 'upsert', key)
+    } else {
+      const deleted = options.mode === 'replace' ? (await tx.unsafe(`delete from ${table}`)).count : 0
+      await copyIn(tx, `copy ${table} (${columns}) from stdin with (${copyOptions})`, source, ctx.tracker.signal)
+      counts = { inserted: Math.max(0, counter.records() - (dialect.header ? 1 : 0)), updated: 0, deleted }
+    }
+    const rows = Math.max(0, counter.records() - (dialect.header ? 1 : 0))
+    return { summary: { ...base, rows, ...counts, failed: 0, errors: [], direct: true }, report: null }
+  })
+}
+
+async function loadStaged(ctx: ImportContext, target: Target, mapping: Mapping, options: ImportOptions, key: string[], first: CsvRecord, rest: AsyncGenerator<CsvRecord>, base: Omit<ImportSummary, 'rows' | 'inserted' | 'updated' | 'deleted' | 'failed' | 'errors' | 'direct'>): Promise<ImportOutcome> {
+  const width = mapping.length
+  const mapped: Mapped[] = mapping.flatMap((column, i) => (column ? [{ column, staged: `c${i + 1}` }] : []))
+  const header = base.dialect.header ? first.fields : mapping.map((c, i) => c?.name ?? `column ${i + 1}`)
+  let rows = 0
+  const { progress } = ctx.tracker
+
+  async function* stagedLines(): AsyncGenerator<string> {
+    let batch = ''
+    let count = 0
+    const all = base.dialect.header ? rest : prepend(first, rest)
+    try {
+      for await (const record of all) {
+        batch += stagingLine(record, width)
+        rows++
+        if (++count >= 2000) {
+          progress.rows = rows
+          yield batch
+          batch = ''
+          count = 0
+        }
+      }
+    } catch (err) {
+      throw readError(err)
+    }
+    progress.rows = rows
+    if (batch) yield batch
+  }
+
+  return inTransaction(ctx, options, async (tx) => {
+    await tx.unsafe(`create temp table ${STAGING} (line int not null, ragged text, ${Array.from({ length: width }, (_, i) => `c${i + 1} text`).join(', ')}) on commit drop`)
+    await tx.unsafe(`create temp table ${ERRORS} (line int not null, message text not null) on commit drop`)
+    await copyIn(tx, `copy ${STAGING} from stdin`, Readable.from(stagedLines()), ctx.tracker.signal)
+    await tx.unsafe(`analyze ${STAGING}`)
+    await validateStaged(tx, target, mapped, options.mode, key)
+    const [{ failed }] = (await tx.unsafe(`select count(distinct line)::int as failed from ${ERRORS}`)) as unknown as [{ failed: number }]
+    const errors = (await tx.unsafe(`select line, string_agg(message, '; ' order by message) as message from ${ERRORS} group by line order by line limit ${FIRST_ERRORS}`)) as unknown as { line: number; message: string }[]
+    const report = failed > 0 ? await writeErrorReport(tx, ctx.storage, ctx.task.dataset, header, width) : null
+    const loads = failed === 0 || options.onError === 'skip'
+    const counts = loads ? await mergeStaged(tx, target, mapped, options.mode, key) : { inserted: 0, updated: 0, deleted: 0 }
+    const summary: ImportSummary = { ...base, rows, ...counts, failed, errors: errors.map((e) => ({ ...e })), direct: false }
+    if (!loads) {
+      const message = `${failed.toLocaleString('en-US')} of ${rows.toLocaleString('en-US')} rows have errors, so nothing was imported (onError=abort). ` +
+        `First: line ${errors[0]!.line}, ${errors[0]!.message}. Download the error report, fix those rows and upload again, or import with onError=skip.`
+      return { summary, report, failure: message }
+    }
+    return { summary, report }
+  })
+}
+
+/**
+ * Runs the load in one transaction. A dry run rolls back; a failure rolls back and
+ * is returned; a success records the task's completion before the commit.
+ */
+async function inTransaction(ctx: ImportContext, options: ImportOptions, load: (tx: Sql) => Promise<{ summary: ImportSummary; report: ReportFile | null; failure?: string }>): Promise<ImportOutcome> {
+  let outcome: ImportOutcome | null = null
+  try {
+    await ctx.session.begin(async (tx) => {
+      const result = await load(tx as unknown as Sql)
+      if (result.failure) {
+        outcome = { state: 'failed', summary: result.summary, report: result.report, message: result.failure }
+        throw ROLLBACK
+      }
+      outcome = { state: 'succeeded', summary: result.summary, report: result.report }
+      if (options.dryRun) throw ROLLBACK
+      const recorded = await completeTask(tx as unknown as Sql, ctx.task.id, ctx.task.runId!, {
+        key: result.report?.key ?? null, name: result.report?.name ?? null, size: result.report?.size ?? null, sha256: result.report?.sha256 ?? null,
+        retentionHours: ctx.retentionHours, rows: result.summary.rows, bytes: ctx.tracker.progress.bytes, details: result.summary,
+      })
+      if (!recorded) throw new TaskStopped('lost') // rolls the data back: the task is someone else's now
+    })
+  } catch (err) {
+    if (err !== ROLLBACK) throw err
+  }
+  return outcome!
+}
+
+const ROLLBACK = Symbol('rollback')
+
+/** One row of COPY's text format: tab-separated, \N for NULL, backslash escapes. */
+function stagingLine(record: CsvRecord, width: number): string {
+  const { fields } = record
+  const ragged = fields.length === width ? '\\N' : escapeCopy(`has ${fields.length} fields where the header has ${width}`)
+  let line = `${record.line}\t${ragged}`
+  for (let i = 0; i < width; i++) {
+    const value = fields[i]
+    line += value === undefined || (value === '' && !record.quotedEmpty.includes(i)) ? '\t\\N' : `\t${escapeCopy(value)}`
+  }
+  return `${line}\n`
+}
+
+const NEEDS_ESCAPE = /[\\\t\n\r]/
+const escapeCopy = (value: string) =>
+  NEEDS_ESCAPE.test(value) ? value.replace(/[\\\t\n\r]/g, (c) => (c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r')) : value
+
+async function* prepend<T>(first: T, rest: AsyncIterable<T>): AsyncGenerator<T> {
+  yield first
+  yield* rest
+}
+
+/** Errors the file itself causes (encoding, quoting, sizes) are the user's to fix. */
+function readError(err: unknown): unknown {
+  const code = (err as { code?: string }).code
+  if (code && ['INVALID_ENCODING', 'MALFORMED_CSV', 'FIELD_TOO_LARGE', 'TOO_MANY_FIELDS'].includes(code)) {
+    return new UserError(code, (err as Error).message, 422)
+  }
+  return err
+}
+
+/** COPY said no to the data (a type, a key, a quote): the staged path can say where. */
+function isDataRejection(err: unknown, signal: AbortSignal): boolean {
+  if (signal.aborted || err instanceof TaskStopped || isTransient(err)) return false
+  const code = (err as { code?: string }).code ?? ''
+  return /^(22|23|21|42|25P)/.test(code) || code === '0A000'
+}

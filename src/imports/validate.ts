@@ -1,0 +1,129 @@
+import type { Sql } from '../db/client.ts'
+import { quoteIdent } from '../datasets/index.ts'
+import type { ImportMode } from './options.ts'
+import type { Target, TargetColumn } from './target.ts'
+
+// Set-wise validation of the staged rows (every value text, in c1..cN, with the
+// line it came from). Each step adds (line, message) pairs to sluice_errors and
+// looks only at rows without an error yet. Only our own identifiers (c1..cN,
+// catalog names) appear in the SQL; names, phrases and type names shown to the
+// user travel as parameters.
+
+export type Mapped = { column: TargetColumn; staged: string } // staged: c1, c2...
+export const STAGING = 'sluice_staging'
+export const ERRORS = 'sluice_errors'
+
+const stillValid = `not exists (select 1 from ${ERRORS} e where e.line = s.line)`
+
+/** `cast(c3 as date)`: the type text comes from the catalog (format_type), never from a request. */
+export const castOf = (m: Mapped) => `cast(s.${m.staged} as ${m.column.type})`
+
+export async function validateStaged(tx: Sql, target: Target, mapped: Mapped[], mode: ImportMode, key: string[]): Promise<void> {
+  await checkValues(tx, mapped)
+  const byName = new Map(mapped.map((m) => [m.column.name, m]))
+  const keys = mode === 'upsert' ? [key] : target.uniqueKeys
+  for (const unique of keys) {
+    const parts = unique.map((name) => byName.get(name))
+    if (parts.some((p) => !p)) continue // a column left to its default cannot collide within the file
+    await checkDuplicatesInFile(tx, parts as Mapped[])
+    if (mode === 'insert') await checkExistingRows(tx, target, parts as Mapped[])
+  }
+  for (const fk of target.foreignKeys) {
+    const parts = fk.columns.map((name) => byName.get(name))
+    if (parts.some((p) => !p)) continue
+    await checkForeignKey(tx, fk, parts as Mapped[])
+  }
+  for (const check of target.checks) {
+    const names = target.columns.map((c) => c.name).filter((n) => check.expression.includes(n))
+    if (!names.every((n) => byName.has(n))) continue // it reads a column the file leaves to its default
+    await checkConstraint(tx, check, mapped)
+  }
+}
+
+/** Types, lengths, enums and NOT NULL, for every mapped column, in one pass over the staging table. */
+async function checkValues(tx: Sql, mapped: Mapped[]) {
+  const params: unknown[] = []
+  const param = (value: unknown) => `$${params.push(value)}`
+  const checks = ['s.ragged']
+  for (const m of mapped) {
+    if (!m.column.notNull && acceptsAnyText(m.column)) continue // nothing to check: every parameter must be used
+    const name = param(m.column.name)
+    if (m.column.notNull) checks.push(`case when s.${m.staged} is null then format('column "%s" is required but empty', ${name}::text) end`)
+    if (acceptsAnyText(m.column)) continue
+    checks.push(`case when s.${m.staged} is not null and not pg_input_is_valid(s.${m.staged}, ${param(m.column.type)}::text)
+      then format('column "%s": "%s" %s', ${name}::text, left(s.${m.staged}, 100), ${param(phrase(m.column))}::text) end`)
+  }
+  await tx.unsafe(`
+    insert into ${ERRORS} (line, message)
+    select line, message
+    from (select s.line, unnest(array[${checks.join(',\n      ')}]) as message from ${STAGING} s) found
+    where message is not null`, params as never[])
+}
+
+async function checkDuplicatesInFile(tx: Sql, parts: Mapped[]) {
+  const columns = parts.map((p) => p.column.name).join(', ')
+  await tx.unsafe(`
+    insert into ${ERRORS} (line, message)
+    select line, format('duplicate key (%s) = (%s): the same key is on line %s', $1::text, shown, first_line)
+    from (
+      select s.line, concat_ws(', ', ${parts.map((p) => `s.${p.staged}`).join(', ')}) as shown,
+             min(s.line) over same_key as first_line
+      from ${STAGING} s
+      where ${parts.map((p) => `s.${p.staged} is not null`).join(' and ')} and ${stillValid}
+      window same_key as (partition by ${parts.map(castOf).join(', ')})
+    ) d
+    where line <> first_line`, [columns])
+}
+
+async function checkExistingRows(tx: Sql, target: Target, parts: Mapped[]) {
+  const columns = parts.map((p) => p.column.name).join(', ')
+  await tx.unsafe(`
+    insert into ${ERRORS} (line, message)
+    select s.line, format('a row with (%s) = (%s) already exists in the table; use mode=upsert to update it', $1::text, concat_ws(', ', ${parts.map((p) => `s.${p.staged}`).join(', ')}))
+    from ${STAGING} s
+    where ${stillValid}
+      and exists (select 1 from ${quoteIdent(target.schema)}.${quoteIdent(target.name)} t
+                  where ${parts.map((p) => `t.${quoteIdent(p.column.name)} = ${castOf(p)}`).join(' and ')})`, [columns])
+}
+
+async function checkForeignKey(tx: Sql, fk: Target['foreignKeys'][number], parts: Mapped[]) {
+  await tx.unsafe(`
+    insert into ${ERRORS} (line, message)
+    select s.line, format('(%s) = (%s) does not exist in %s', $1::text, concat_ws(', ', ${parts.map((p) => `s.${p.staged}`).join(', ')}), $2::text)
+    from ${STAGING} s
+    where ${parts.map((p) => `s.${p.staged} is not null`).join(' and ')} and ${stillValid}
+      and not exists (select 1 from ${quoteIdent(fk.refSchema)}.${quoteIdent(fk.refTable)} r
+                      where ${parts.map((p, i) => `r.${quoteIdent(fk.refColumns[i]!)} = ${castOf(p)}`).join(' and ')})`,
+  [fk.columns.join(', '), `${fk.refTable} (${fk.refColumns.join(', ')})`])
+}
+
+/** Evaluates the table's own CHECK expression (catalog text) over the typed row. */
+async function checkConstraint(tx: Sql, check: Target['checks'][number], mapped: Mapped[]) {
+  await tx.unsafe(`
+    insert into ${ERRORS} (line, message)
+    select line, format('breaks the rule %s: %s', $1::text, $2::text)
+    from (select s.line, ${mapped.map((m) => `${castOf(m)} as ${quoteIdent(m.column.name)}`).join(', ')}
+          from ${STAGING} s where ${stillValid}) typed
+    where (${check.expression}) is false`, [check.name, check.expression])
+}
+
+const acceptsAnyText = (c: TargetColumn) => ['text', 'varchar', 'bpchar', 'name', 'citext'].includes(c.typeName) && !/\(\d+\)/.test(c.type)
+
+/** How a person would say what is wrong with a value for this column. */
+export function phrase(c: TargetColumn): string {
+  if (c.enumLabels) return `is not one of: ${c.enumLabels.join(', ')}`
+  switch (c.typeName) {
+    case 'date': return 'is not a date (write YYYY-MM-DD)'
+    case 'timestamp': case 'timestamptz': return 'is not a date and time (write YYYY-MM-DD HH:MM:SS)'
+    case 'time': case 'timetz': return 'is not a time of day (write HH:MM:SS)'
+    case 'int2': case 'int4': case 'int8': return `is not a whole number that fits ${c.type}`
+    case 'numeric': return `is not a number that fits ${c.type}`
+    case 'float4': case 'float8': return 'is not a number'
+    case 'bool': return 'is not true or false'
+    case 'uuid': return 'is not a UUID'
+    case 'json': case 'jsonb': return 'is not valid JSON'
+    case 'varchar': case 'bpchar': return `is longer than ${c.type} allows`
+  }
+  if (c.category === 'A') return `is not a list such as {a,b} for ${c.type}`
+  return `is not a valid ${c.type}`
+}

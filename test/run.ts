@@ -9,7 +9,9 @@ import { fileURLToPath } from 'node:url'
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/db/embedded.ts'
 
 const testDir = path.dirname(fileURLToPath(import.meta.url))
-const requested = process.argv.slice(2)
+// Arguments starting with -- go to node's test runner (e.g. --test-name-pattern=upsert).
+const flags = process.argv.slice(2).filter((a) => a.startsWith('--'))
+const requested = process.argv.slice(2).filter((a) => !a.startsWith('--'))
 const files = requested.length > 0 ? requested : (await readdir(testDir)).filter((f) => /\.test\.tsx?$/.test(f)).sort().map((f) => path.join(testDir, f))
 
 let embedded: EmbeddedPostgres | null = null
@@ -22,7 +24,7 @@ if (!databaseUrl) {
   console.log(`# embedded PostgreSQL for this run: ${new URL(databaseUrl).host}`)
 }
 
-const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', ...files], {
+const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', ...flags, ...files], {
   stdio: 'inherit',
   env: { ...process.env, DATABASE_URL: databaseUrl, SLUICE_TEST_ADMIN_URL: databaseUrl },
 })

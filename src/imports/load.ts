@@ -7,25 +7,39 @@ import { castOf, ERRORS, STAGING, type Mapped } from './validate.ts'
 
 export type LoadCounts = { inserted: number; updated: number; deleted: number }
 
-/** Sends a stream into `copy ... from stdin`, failing (not hanging) when the server rejects the data. */
+/**
+ * Sends a stream into `copy ... from stdin`, failing (never hanging) when the
+ * server rejects the data.
+ *
+ * postgres.js resolves a COPY query with its stream as soon as COPY starts, so an
+ * error the server sends later has no promise left to reject; and once the stream
+ * has ended, the stream cannot carry it either, so the query would wait forever.
+ * We take the query's late `reject` ourselves: every server error reaches us.
+ */
 export async function copyIn(tx: Sql, copySql: string, source: Readable, signal: AbortSignal): Promise<void> {
   const query = tx.unsafe(copySql)
   const sink = await query.writable()
-  // postgres.js never finishes the writable when the server answers COPY with an
-  // error; the query promise rejects instead, so whichever settles first wins.
-  const rejected = query.then(() => new Promise<never>(() => {}))
-  const onAbort = () => source.destroy(signal.reason)
+  let fail: (err: unknown) => void = () => {}
+  const serverError = new Promise<never>((_, reject) => { fail = reject })
+  ;(query as unknown as { reject: (err: unknown) => void }).reject = (err) => fail(err)
+  // The rows may all be sent and the server still busy with them: cancel the statement itself.
+  const onAbort = () => {
+    source.destroy(signal.reason)
+    void (query as unknown as { cancel: () => unknown }).cancel()
+    fail(signal.reason)
+  }
   signal.addEventListener('abort', onAbort, { once: true })
   try {
+    signal.throwIfAborted()
     await Promise.race([
       new Promise<void>((resolve, reject) => {
         source.on('error', (err) => { sink.destroy(err); reject(err) })
         sink.on('error', reject)
+        // 'finish' waits for CommandComplete: the server has taken every row.
         source.pipe(sink).on('finish', resolve)
       }),
-      rejected,
+      serverError,
     ])
-    await query
   } catch (err) {
     source.destroy()
     sink.destroy()
@@ -40,8 +54,9 @@ export async function mergeStaged(tx: Sql, target: Target, mapped: Mapped[], mod
   const table = `${quoteIdent(target.schema)}.${quoteIdent(target.name)}`
   const columns = mapped.map((m) => quoteIdent(m.column.name)).join(', ')
   const overriding = mapped.some((m) => m.column.identityAlways) ? 'overriding system value' : ''
-  const select = `select ${mapped.map(castOf).join(', ')} from ${STAGING} s
-    where not exists (select 1 from ${ERRORS} e where e.line = s.line) order by s.line`
+  const select = `select ${mapped.map(castOf).join(', ')}
+    from (select * from ${STAGING} s where not exists (select 1 from ${ERRORS} e where e.line = s.line) offset 0) s
+    order by s.line` // offset 0: filter first, cast after
   let deleted = 0
   if (mode === 'replace') deleted = (await tx.unsafe(`delete from ${table}`)).count
   if (mode !== 'upsert') {

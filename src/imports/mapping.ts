@@ -19,8 +19,10 @@ export function mapColumns(target: Target, options: ImportOptions, firstRecord: 
     mapping = options.columns.map((name) => (name === null ? null : byName.get(name)!))
   } else if (hasHeader) {
     const missing: string[] = []
-    mapping = firstRecord.map((header) => {
+    const lastNamed = firstRecord.findLastIndex((h) => (h ?? '').trim() !== '')
+    mapping = firstRecord.map((header, i) => {
       const wanted = (header ?? '').trim()
+      if (wanted === '' && i > lastNamed) return null // trailing empty columns, as spreadsheets save them
       const column = byName.get(wanted) ?? target.columns.find((c) => c.name.toLowerCase() === wanted.toLowerCase())
       if (!column) missing.push(`"${header ?? ''}"`)
       return column ?? null
@@ -28,7 +30,7 @@ export function mapColumns(target: Target, options: ImportOptions, firstRecord: 
     if (missing.length > 0) {
       throw unmapped(`The file's column(s) ${missing.join(', ')} match no column of ${target.name} (${target.columns.map((c) => c.name).join(', ')}). Rename them in the file, or map every CSV column with columns= (empty to skip one).`)
     }
-    const names = mapping.map((c) => c!.name)
+    const names = mapping.flatMap((c) => (c ? [c.name] : []))
     const twice = names.find((n, i) => names.indexOf(n) !== i)
     if (twice) throw unmapped(`Two columns of the file match "${twice}". Rename one, or map them with columns=.`)
   } else {

@@ -51,9 +51,12 @@ export async function writeErrorReport(tx: Sql, storage: Storage, dataset: strin
 
 /**
  * A spreadsheet runs a cell starting with = + - @ (or a tab/CR before them) as a
- * formula; the report is opened in one, so such cells get a leading apostrophe.
+ * formula; the report is opened in one, so such cells get a leading apostrophe,
+ * unless they are plain numbers.
  */
 function neutralizeFormula(value: unknown): unknown {
-  if (typeof value !== 'string') return value
-  return /^[=+\-@\t\r]/.test(value) ? `'${value}` : value
+  if (typeof value !== 'string' || !/^[=+\-@\t\r]/.test(value) || PLAIN_NUMBER.test(value)) return value
+  return `'${value}`
 }
+
+const PLAIN_NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/ // -4 is data, not a formula

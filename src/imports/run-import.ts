@@ -164,12 +164,13 @@ async function loadDirectly(ctx: ImportContext, target: Target, mapping: Mapping
   return inTransaction(ctx, options, async (tx) => {
     const source = createReadStream(file, { highWaterMark: 256 * 1024 }).pipe(measured)
     let counts: LoadCounts
-    if (options.mode === 'upsert') {
+    if (options.mode === 'upsert' || target.checksAtStatementEnd) {
+      // Typed, constraint-free temp table first; the merge is then one ordinary statement.
       await tx.unsafe(`create temp table ${STAGING} on commit drop as select ${mapping.map((c, i) => `${quoteIdent(c!.name)} as c${i + 1}`).join(', ')} from ${table} with no data`)
       await tx.unsafe(`alter table ${STAGING} add column line int`)
       await tx.unsafe(`create temp table ${ERRORS} (line int, message text) on commit drop`)
       await copyIn(tx, `copy ${STAGING} (${mapped.map((m) => m.staged).join(', ')}) from stdin with (${copyOptions})`, source, ctx.tracker.signal)
-      counts = await mergeStaged(tx, target, mapped, 'upsert', key)
+      counts = await mergeStaged(tx, target, mapped, options.mode, key)
     } else {
       const deleted = options.mode === 'replace' ? (await tx.unsafe(`delete from ${table}`)).count : 0
       await copyIn(tx, `copy ${table} (${columns}) from stdin with (${copyOptions})`, source, ctx.tracker.signal)

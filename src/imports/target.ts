@@ -22,6 +22,13 @@ export type Target = {
   primaryKey: string[] | null
   foreignKeys: ForeignKey[]
   checks: CheckConstraint[]
+  /**
+   * Foreign keys, deferrable constraints or AFTER triggers: checked when a statement
+   * ends, i.e. after COPY's last row. postgres.js loses an error raised then (the COPY
+   * stream has already finished) and would wait forever, so such tables are loaded
+   * through a temp table and one INSERT ... SELECT instead.
+   */
+  checksAtStatementEnd: boolean
 }
 
 /** What an import must know of its table to validate rows set-wise before loading them. */
@@ -55,6 +62,9 @@ export async function describeTarget(sql: Sql, schema: string, name: string): Pr
     select array(select a.attname from unnest(i.indkey::int2[]) with ordinality k(n, o) join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.n order by k.o) as columns
     from pg_index i
     where i.indrelid = ${oid} and i.indisunique and i.indpred is null and i.indexprs is null`
+  const [late] = await sql<{ found: boolean }[]>`
+    select exists (select 1 from pg_constraint where conrelid = ${oid} and (contype = 'f' or condeferrable))
+        or exists (select 1 from pg_trigger where tgrelid = ${oid} and not tgisinternal and tgtype & 66 = 0) as found`
   const primary = constraints.find((c) => c.type === 'p')
   const keys = [primary?.columns, ...constraints.filter((c) => c.type === 'u').map((c) => c.columns), ...uniqueIndexes.map((i) => i.columns)]
   const uniqueKeys: string[][] = []
@@ -67,5 +77,6 @@ export async function describeTarget(sql: Sql, schema: string, name: string): Pr
     primaryKey: primary?.columns ?? null,
     foreignKeys: constraints.filter((c) => c.type === 'f').map((c) => ({ name: c.name, columns: c.columns, refSchema: c.refSchema!, refTable: c.refTable!, refColumns: c.refColumns! })),
     checks: constraints.filter((c) => c.type === 'c').map((c) => ({ name: c.name, expression: c.expression! })),
+    checksAtStatementEnd: late!.found,
   }
 }

@@ -14,6 +14,9 @@ export const STAGING = 'sluice_staging'
 export const ERRORS = 'sluice_errors'
 
 const stillValid = `not exists (select 1 from ${ERRORS} e where e.line = s.line)`
+// The planner may evaluate a join's casts before a WHERE filter: checks that cast read
+// from this materialized set of rows that passed every check so far, never from staging.
+const VALID = `valid_rows as materialized (select * from ${STAGING} s where ${stillValid})`
 
 /** `cast(c3 as date)`: the type text comes from the catalog (format_type), never from a request. */
 export const castOf = (m: Mapped) => `cast(s.${m.staged} as ${m.column.type})`
@@ -64,12 +67,13 @@ async function checkDuplicatesInFile(tx: Sql, parts: Mapped[]) {
   const columns = parts.map((p) => p.column.name).join(', ')
   await tx.unsafe(`
     insert into ${ERRORS} (line, message)
+    with ${VALID}
     select line, format('duplicate key (%s) = (%s): the same key is on line %s', $1::text, shown, first_line)
     from (
       select s.line, concat_ws(', ', ${parts.map((p) => `s.${p.staged}`).join(', ')}) as shown,
              min(s.line) over same_key as first_line
-      from ${STAGING} s
-      where ${parts.map((p) => `s.${p.staged} is not null`).join(' and ')} and ${stillValid}
+      from valid_rows s
+      where ${parts.map((p) => `s.${p.staged} is not null`).join(' and ')}
       window same_key as (partition by ${parts.map(castOf).join(', ')})
     ) d
     where line <> first_line`, [columns])
@@ -79,19 +83,20 @@ async function checkExistingRows(tx: Sql, target: Target, parts: Mapped[]) {
   const columns = parts.map((p) => p.column.name).join(', ')
   await tx.unsafe(`
     insert into ${ERRORS} (line, message)
+    with ${VALID}
     select s.line, format('a row with (%s) = (%s) already exists in the table; use mode=upsert to update it', $1::text, concat_ws(', ', ${parts.map((p) => `s.${p.staged}`).join(', ')}))
-    from ${STAGING} s
-    where ${stillValid}
-      and exists (select 1 from ${quoteIdent(target.schema)}.${quoteIdent(target.name)} t
+    from valid_rows s
+    where exists (select 1 from ${quoteIdent(target.schema)}.${quoteIdent(target.name)} t
                   where ${parts.map((p) => `t.${quoteIdent(p.column.name)} = ${castOf(p)}`).join(' and ')})`, [columns])
 }
 
 async function checkForeignKey(tx: Sql, fk: Target['foreignKeys'][number], parts: Mapped[]) {
   await tx.unsafe(`
     insert into ${ERRORS} (line, message)
+    with ${VALID}
     select s.line, format('(%s) = (%s) does not exist in %s', $1::text, concat_ws(', ', ${parts.map((p) => `s.${p.staged}`).join(', ')}), $2::text)
-    from ${STAGING} s
-    where ${parts.map((p) => `s.${p.staged} is not null`).join(' and ')} and ${stillValid}
+    from valid_rows s
+    where ${parts.map((p) => `s.${p.staged} is not null`).join(' and ')}
       and not exists (select 1 from ${quoteIdent(fk.refSchema)}.${quoteIdent(fk.refTable)} r
                       where ${parts.map((p, i) => `r.${quoteIdent(fk.refColumns[i]!)} = ${castOf(p)}`).join(' and ')})`,
   [fk.columns.join(', '), `${fk.refTable} (${fk.refColumns.join(', ')})`])
@@ -101,9 +106,10 @@ async function checkForeignKey(tx: Sql, fk: Target['foreignKeys'][number], parts
 async function checkConstraint(tx: Sql, check: Target['checks'][number], mapped: Mapped[]) {
   await tx.unsafe(`
     insert into ${ERRORS} (line, message)
+    with ${VALID}
     select line, format('breaks the rule %s: %s', $1::text, $2::text)
     from (select s.line, ${mapped.map((m) => `${castOf(m)} as ${quoteIdent(m.column.name)}`).join(', ')}
-          from ${STAGING} s where ${stillValid}) typed
+          from valid_rows s) typed
     where (${check.expression}) is false`, [check.name, check.expression])
 }
 

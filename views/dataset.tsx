@@ -68,6 +68,20 @@ export function DatasetPage(props: { dataset: Dataset; error?: string }) {
         <button type="submit">Export</button>
       </form>
 
+      {dataset.kind === 'table' ? (
+        <>
+          <h2>Import a CSV file</h2>
+          <form method="post" action={`/datasets/${encodeURIComponent(dataset.name)}/uploads`} enctype="multipart/form-data" id="upload-form"
+            hx-post={`/datasets/${encodeURIComponent(dataset.name)}/uploads`} hx-encoding="multipart/form-data">
+            <p class="muted">Any encoding, delimiter or line ending; .gz files too. You will see the first rows and choose the columns before anything is loaded.</p>
+            <input type="file" name="file" required aria-label="CSV file" />{' '}
+            <button type="submit">Upload</button>
+            <progress id="upload-progress" max="100" value="0" aria-label="upload progress"></progress>
+          </form>
+          <script src="/static/upload-progress.js" defer></script>
+        </>
+      ) : null}
+
       <h2>Columns</h2>
       <table>
         <thead><tr><th>Name</th><th>Type</th><th>Nullable</th></tr></thead>

@@ -49,7 +49,8 @@ export function TaskStatus(props: { task: TaskRow; downloadUrl: string; autoDown
           {task.error ? <p class="muted">The previous attempt failed and will be retried: {task.error}</p> : null}
         </>
       ) : null}
-      {task.state === 'succeeded' ? (
+      {task.kind === 'import' && isFinished(task) ? <ImportResult task={task} reportUrl={props.downloadUrl} /> : null}
+      {task.kind === 'export' && task.state === 'succeeded' ? (
         <>
           <p>
             Done: {formatCount(task.progressRows)} rows. Download{' '}
@@ -59,8 +60,47 @@ export function TaskStatus(props: { task: TaskRow; downloadUrl: string; autoDown
           {props.autoDownload ? <span hx-get={`${statusUrl}?go=download`} hx-trigger="load" hx-swap="none"></span> : null}
         </>
       ) : null}
-      {task.state === 'failed' ? <p class="error">{task.error ?? 'The task failed.'}</p> : null}
+      {task.state === 'failed' ? <p class="error" id="task-error">{task.error ?? 'The task failed.'}</p> : null}
       {task.state === 'cancelled' ? <p>This task was cancelled; nothing was kept.</p> : null}
     </section>
+  )
+}
+
+type ImportDetails = {
+  rows?: number; inserted?: number; updated?: number; deleted?: number; failed?: number; dryRun?: boolean
+  errors?: { line: number; message: string }[]
+  dialect?: { encoding: string; delimiter: string; header: boolean }
+}
+
+const DELIMITER_NAMES: Record<string, string> = { ',': 'comma', ';': 'semicolon', '\t': 'tab', '|': 'pipe' }
+
+function ImportResult(props: { task: TaskRow; reportUrl: string }) {
+  const details = props.task.details as ImportDetails
+  if (details.rows === undefined) return null
+  return (
+    <div id="import-result">
+      <p>
+        {details.dryRun ? 'Dry run, nothing was changed: ' : ''}
+        {formatCount(details.rows)} rows read · {formatCount(details.inserted)} inserted · {formatCount(details.updated)} updated
+        {details.deleted ? ` · ${formatCount(details.deleted)} replaced` : ''} · {formatCount(details.failed)} with errors
+      </p>
+      {details.dialect ? (
+        <p class="muted">Read as {details.dialect.encoding}, {DELIMITER_NAMES[details.dialect.delimiter] ?? details.dialect.delimiter}-separated, {details.dialect.header ? 'with' : 'without'} a header row.</p>
+      ) : null}
+      {details.errors && details.errors.length > 0 ? (
+        <>
+          <table>
+            <thead><tr><th>Line</th><th>Problem</th></tr></thead>
+            <tbody>{details.errors.map((e) => <tr><td>{e.line}</td><td>{e.message}</td></tr>)}</tbody>
+          </table>
+          {props.task.resultKey ? (
+            <p>
+              <a id="report-link" href={props.reportUrl} download>Download the error report</a>: the failing rows with
+              their line and error, to fix in a spreadsheet and upload again.
+            </p>
+          ) : null}
+        </>
+      ) : null}
+    </div>
   )
 }

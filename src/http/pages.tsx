@@ -4,6 +4,10 @@ import type { ContentfulStatusCode } from 'hono/utils/http-status'
 import { findDataset, listDatasets } from '../datasets/index.ts'
 import { isUserError, UserError } from '../errors.ts'
 import { requestExport } from '../exports/index.ts'
+import { enqueueImport, findTable, getUpload, parseImportOptions, previewUpload, proposeTargets, receiveUpload, type UploadRow } from '../imports/index.ts'
+import type { Storage } from '../storage/index.ts'
+import type { Dataset } from '../datasets/index.ts'
+import { UploadPreviewPage } from '../../views/upload-preview.tsx'
 import { getTask, listRecentTasks, requestCancel } from '../tasks/queries.ts'
 import { DatasetPage } from '../../views/dataset.tsx'
 import { HomePage } from '../../views/home.tsx'
@@ -12,6 +16,7 @@ import type { AppEnv } from './app.tsx'
 import { downloadPath, isFinished } from './present.ts'
 
 const CSS = readFileSync(new URL('../../views/static/sluice.css', import.meta.url))
+const UPLOAD_PROGRESS = readFileSync(new URL('../../views/static/upload-progress.js', import.meta.url))
 
 /** htmx stops polling an element whose response has this status. */
 const HTMX_STOP_POLLING = 286 as ContentfulStatusCode
@@ -21,6 +26,8 @@ export function pageRoutes() {
   const pages = new Hono<AppEnv>()
 
   pages.get('/static/sluice.css', (c) => c.body(CSS, 200, { 'Content-Type': 'text/css; charset=utf-8', 'Cache-Control': 'public, max-age=3600' }))
+
+  pages.get('/static/upload-progress.js', (c) => c.body(UPLOAD_PROGRESS, 200, { 'Content-Type': 'text/javascript; charset=utf-8', 'Cache-Control': 'public, max-age=3600' }))
 
   pages.get('/', async (c) => {
     const { sql, config } = c.get('deps')
@@ -49,6 +56,49 @@ export function pageRoutes() {
     }
   })
 
+  pages.post('/datasets/:name/uploads', async (c) => {
+    const { sql, config, storage } = c.get('deps')
+    const dataset = await findTable(sql, config.datasetSchema, c.req.param('name'))
+    const upload = await receiveUpload(sql, storage, dataset, c.req.raw, config.maxUploadBytes)
+    const target = `/uploads/${upload.id}`
+    // htmx posts the form itself (to show upload progress): tell it where to go.
+    if (c.req.header('HX-Request') === 'true') return c.body(null, 200, { 'HX-Redirect': target })
+    return c.redirect(target, 303)
+  })
+
+  pages.get('/uploads/:id', async (c) => {
+    const { sql, config, storage } = c.get('deps')
+    const upload = await getUpload(sql, c.req.param('id'))
+    if (!upload) throw new UserError('UPLOAD_NOT_FOUND', 'There is no upload with that id.', 404)
+    const dataset = await findTable(sql, config.datasetSchema, upload.dataset)
+    const overrides = pickDialect(c.req.query())
+    return c.html(await renderPreview(storage, dataset, upload, overrides))
+  })
+
+  pages.post('/uploads/:id/imports', async (c) => {
+    const { sql, config, storage } = c.get('deps')
+    const upload = await getUpload(sql, c.req.param('id'))
+    if (!upload) throw new UserError('UPLOAD_NOT_FOUND', 'There is no upload with that id.', 404)
+    const dataset = await findTable(sql, config.datasetSchema, upload.dataset)
+    const form = await c.req.parseBody({ all: true })
+    const values = (key: string) => [form[key]].flat().filter((v): v is string => typeof v === 'string')
+    const overrides = pickDialect(Object.fromEntries(['encoding', 'delimiter', 'header'].map((k) => [k, values(k)[0]])))
+    const pairs: [string, string][] = [
+      ['columns', values('column').map(quoteListItem).join(',')],
+      ['mode', values('mode')[0] ?? 'insert'],
+      ['onError', values('onError')[0] ?? 'abort'],
+      ['dryRun', values('dryRun').length > 0 ? 'true' : 'false'],
+      ...Object.entries(overrides).filter((e): e is [string, string] => e[1] !== undefined),
+    ]
+    try {
+      const task = await enqueueImport(sql, upload, parseImportOptions(pairs, dataset), config.taskMaxAttempts)
+      return c.redirect(`/tasks/${task.id}`, 303)
+    } catch (err) {
+      if (!isUserError(err)) throw err
+      return c.html(await renderPreview(storage, dataset, upload, overrides, err.message), 400)
+    }
+  })
+
   pages.get('/tasks/:id', async (c) => {
     const task = await getTask(c.get('deps').sql, c.req.param('id'))
     if (!task) throw new UserError('TASK_NOT_FOUND', 'There is no task with that id.', 404)
@@ -74,6 +124,29 @@ export function pageRoutes() {
   })
 
   return pages
+}
+
+async function renderPreview(storage: Storage, dataset: Dataset, upload: UploadRow, overrides: DialectChoice, error?: string) {
+  let preview
+  try {
+    preview = await previewUpload(storage.pathOf(upload.storageKey), { ...overrides, header: overrides.header === undefined ? undefined : overrides.header === 'true' })
+  } catch (err) {
+    throw new UserError('BAD_DIALECT', `The file cannot be read that way: ${(err as Error).message}`, 422)
+  }
+  const first = preview.rows[0]?.fields ?? []
+  const proposed = proposeTargets(dataset.columns.map((c) => c.name), first, preview.dialect.header)
+  return <UploadPreviewPage dataset={dataset} upload={upload} preview={preview} proposed={proposed} overrides={overrides} error={error} />
+}
+
+type DialectChoice = { encoding?: string; delimiter?: string; header?: string }
+
+/** Only the dialect fields, each checked by parseImportOptions before use. */
+function pickDialect(query: Record<string, string | undefined>): DialectChoice {
+  const choice: DialectChoice = {}
+  if (query.encoding) choice.encoding = query.encoding
+  if (query.delimiter) choice.delimiter = query.delimiter
+  if (query.header === 'true' || query.header === 'false') choice.header = query.header
+  return choice
 }
 
 type FormBody = Record<string, string | File | (string | File)[]>

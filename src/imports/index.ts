@@ -14,6 +14,7 @@ export type { CsvReadError, CsvReadErrorCode, CsvRecord, ReadOptions } from './r
 export { parseImportOptions, IMPORT_OPTION_KEYS, type ImportOptions } from './options.ts'
 export type { ImportSummary, ImportParams } from './run-import.ts'
 export { previewUpload, type Preview } from './preview.ts'
+export { proposeTargets } from './mapping.ts'
 
 export type UploadRow = { id: string; dataset: string; storageKey: string; fileName: string | null; size: number; sha256: string; createdAt: Date }
 

@@ -51,3 +51,12 @@ export function mapColumns(target: Target, options: ImportOptions, firstRecord: 
 }
 
 const unmapped = (message: string) => new UserError('BAD_MAPPING', message, 422)
+
+/** The preview's first guess: each header matched to a column as mapColumns would, else skipped. */
+export function proposeTargets(columnNames: string[], firstRecord: string[], hasHeader: boolean): (string | null)[] {
+  if (!hasHeader) return firstRecord.map((_, i) => columnNames[i] ?? null)
+  return firstRecord.map((header) => {
+    const wanted = header.trim()
+    return columnNames.find((n) => n === wanted) ?? columnNames.find((n) => n.toLowerCase() === wanted.toLowerCase()) ?? null
+  })
+}

@@ -21,13 +21,14 @@ const RAW_TYPES = ['text/csv', 'text/plain', 'text/tab-separated-values', 'appli
  */
 export async function storeUpload(request: Request, storage: Storage, maxBytes: number): Promise<StoredUpload> {
   if (!request.body) throw new UserError('NO_FILE', 'The request has no body. Send the CSV file as the body or as a multipart field named "file".', 400)
-  const contentType = (request.headers.get('content-type') ?? '').toLowerCase()
+  const rawContentType = request.headers.get('content-type') ?? ''
+  const contentType = rawContentType.toLowerCase() // for matching only: the multipart boundary is case-sensitive
   const encoding = (request.headers.get('content-encoding') ?? 'identity').toLowerCase()
   if (encoding !== 'identity' && encoding !== 'gzip') throw new UserError('BAD_ENCODING', `Content-Encoding "${encoding}" is not supported; send gzip or nothing.`, 415)
   const body = Readable.fromWeb(request.body as never)
   const source = encoding === 'gzip' ? body.pipe(createGunzip()) : body
 
-  if (contentType.startsWith('multipart/form-data')) return storeMultipart(source, contentType, storage, maxBytes)
+  if (contentType.startsWith('multipart/form-data')) return storeMultipart(source, rawContentType, storage, maxBytes)
   if (contentType === '' || RAW_TYPES.some((type) => contentType.startsWith(type))) {
     return { ...(await storeStream(source, storage, maxBytes)), fileName: null, fields: {} }
   }

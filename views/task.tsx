@@ -37,7 +37,10 @@ export function TaskStatus(props: { task: TaskRow; downloadUrl: string; autoDown
         <>
           <progress max="100" value={String(percent)} aria-label="progress">{percent}%</progress>
           <p>
-            {percent}% · {formatCount(task.progressRows)} rows{task.progressTotal ? ` of about ${formatCount(task.progressTotal)}` : ''} · {formatBytes(task.progressBytes)}
+            {percent}% · {formatCount(task.progressRows)} rows
+            {task.kind === 'export'
+              ? `${task.progressTotal ? ` of about ${formatCount(task.progressTotal)}` : ''} · ${formatBytes(task.progressBytes)}`
+              : ` · ${formatBytes(task.progressBytes)} of ${formatBytes(task.progressTotal)} read`}
           </p>
           {task.cancelRequestedAt ? (
             <p class="muted">Cancelling…</p>

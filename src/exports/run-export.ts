@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto'
 import { createWriteStream } from 'node:fs'
 import { Transform, type TransformCallback } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -7,7 +6,7 @@ import { createRecordCounter } from '../csv-records.ts'
 import type { Sql } from '../db/client.ts'
 import { buildSelectSql, findDataset, parseRowQuery } from '../datasets/index.ts'
 import { UserError } from '../errors.ts'
-import type { Storage } from '../storage/index.ts'
+import { measureFile, type Storage } from '../storage/index.ts'
 import type { ProgressTracker } from '../tasks/progress.ts'
 import type { TaskRow } from '../tasks/queries.ts'
 import { EXPORT_OPTION_KEYS, type ExportParams } from './params.ts'
@@ -33,15 +32,7 @@ export async function writeExport(reader: Sql, storage: Storage, schema: string,
   const tempPath = storage.newTempPath()
   const key = storage.newKey('exports', params.gzip ? '.csv.gz' : '.csv')
   const counter = batchAndCountRecords(tracker)
-  const hash = createHash('sha256')
-  let size = 0
-  const hashing = new Transform({
-    transform(chunk: Buffer, _encoding, done) {
-      hash.update(chunk)
-      size += chunk.length
-      done(null, chunk)
-    },
-  })
+  const hashing = measureFile()
 
   try {
     // Safe: selectSql holds catalog identifiers and Postgres-quoted literals only.
@@ -53,7 +44,7 @@ export async function writeExport(reader: Sql, storage: Storage, schema: string,
     await storage.remove(tempPath)
     throw tracker.signal.aborted ? tracker.signal.reason : err
   }
-  return { key, name: exportFileName(dataset.name, params.gzip), size, sha256: hash.digest('hex'), rows: counter.records(), bytes: tracker.progress.bytes }
+  return { key, name: exportFileName(dataset.name, params.gzip), size: hashing.size(), sha256: hashing.sha256(), rows: counter.records(), bytes: tracker.progress.bytes }
 }
 
 const BATCH_BYTES = 256 * 1024

@@ -1,10 +1,9 @@
-import { createHash } from 'node:crypto'
 import { createWriteStream } from 'node:fs'
-import { Readable, Transform } from 'node:stream'
+import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { stringify } from 'csv-stringify'
 import type { Sql } from '../db/client.ts'
-import type { Storage } from '../storage/index.ts'
+import { measureFile, type Storage } from '../storage/index.ts'
 import { ERRORS, STAGING } from './validate.ts'
 
 export type ReportFile = { key: string; name: string; size: number; sha256: string }
@@ -30,15 +29,7 @@ export async function writeErrorReport(tx: Sql, storage: Storage, dataset: strin
 
   const tempPath = storage.newTempPath()
   const key = storage.newKey('reports', '.csv')
-  const hash = createHash('sha256')
-  let size = 0
-  const measure = new Transform({
-    transform(chunk: Buffer, _encoding, done) {
-      hash.update(chunk)
-      size += chunk.length
-      done(null, chunk)
-    },
-  })
+  const measure = measureFile()
   try {
     await pipeline(Readable.from(rows()), stringify({ cast: { number: String } }), measure, createWriteStream(tempPath))
     await storage.commit(tempPath, key)
@@ -46,7 +37,7 @@ export async function writeErrorReport(tx: Sql, storage: Storage, dataset: strin
     await storage.remove(tempPath)
     throw err
   }
-  return { key, name: `${dataset}-errors-${new Date().toISOString().slice(0, 10)}.csv`, size, sha256: hash.digest('hex') }
+  return { key, name: `${dataset}-errors-${new Date().toISOString().slice(0, 10)}.csv`, size: measure.size(), sha256: measure.sha256() }
 }
 
 /**

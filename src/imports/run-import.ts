@@ -215,7 +215,9 @@ async function loadStaged(ctx: ImportContext, target: Target, mapping: Mapping, 
     await tx.unsafe(`create temp table ${ERRORS} (line int not null, message text not null) on commit drop`)
     await copyIn(tx, `copy ${STAGING} from stdin`, Readable.from(stagedLines()), ctx.tracker.signal)
     await tx.unsafe(`analyze ${STAGING}`)
+    ctx.tracker.signal.throwIfAborted()
     await validateStaged(tx, target, mapped, options.mode, key)
+    ctx.tracker.signal.throwIfAborted()
     const [{ failed }] = (await tx.unsafe(`select count(distinct line)::int as failed from ${ERRORS}`)) as unknown as [{ failed: number }]
     const errors = (await tx.unsafe(`select line, string_agg(message, '; ' order by message) as message from ${ERRORS} group by line order by line limit ${FIRST_ERRORS}`)) as unknown as { line: number; message: string }[]
     const report = failed > 0 ? await writeErrorReport(tx, ctx.storage, ctx.task.dataset, header, width) : null

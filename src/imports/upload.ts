@@ -1,11 +1,10 @@
-import { createHash } from 'node:crypto'
 import { createWriteStream } from 'node:fs'
-import { pipeline as pipelineCallback, Readable, Transform, type TransformCallback } from 'node:stream'
+import { pipeline as pipelineCallback, Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { createGunzip } from 'node:zlib'
 import busboy from 'busboy'
 import { UserError } from '../errors.ts'
-import type { Storage } from '../storage/index.ts'
+import { measureFile, type Storage } from '../storage/index.ts'
 
 export type StoredUpload = { key: string; size: number; sha256: string; fileName: string | null; fields: Record<string, string> }
 
@@ -67,21 +66,12 @@ function storeMultipart(source: Readable, contentType: string, storage: Storage,
 /** Writes one file stream to a temp file (inflating gzip), hashing and counting; commits it under a new key. */
 async function storeStream(stream: Readable, storage: Storage, maxBytes: number) {
   const tempPath = storage.newTempPath()
-  const hash = createHash('sha256')
-  let size = 0
-  const measure = new Transform({
-    transform(chunk: Buffer, _encoding, done: TransformCallback) {
-      size += chunk.length
-      if (size > maxBytes) return done(new UserError('UPLOAD_TOO_LARGE', `The file is larger than the limit of ${maxBytes.toLocaleString('en-US')} bytes.`, 413))
-      hash.update(chunk)
-      done(null, chunk)
-    },
-  })
+  const measure = measureFile(maxBytes, () => new UserError('UPLOAD_TOO_LARGE', `The file is larger than the limit of ${maxBytes.toLocaleString('en-US')} bytes.`, 413))
   try {
     await pipeline(stream, inflateIfGzip, measure, createWriteStream(tempPath))
     const key = storage.newKey('uploads', '.csv')
     await storage.commit(tempPath, key)
-    return { key, size, sha256: hash.digest('hex') }
+    return { key, size: measure.size(), sha256: measure.sha256() }
   } catch (err) {
     stream.resume() // drain the rest of the request so the client reads our answer
     await storage.remove(tempPath)

@@ -1,6 +1,7 @@
-import { randomUUID } from 'node:crypto'
+import { createHash, randomUUID } from 'node:crypto'
 import fs from 'node:fs/promises'
 import path from 'node:path'
+import { Transform, type TransformCallback } from 'node:stream'
 
 // Every file the gateway keeps lives under one root, named by the gateway, never
 // by a request: `<area>/<yyyy-mm-dd>/<uuid><ext>`. Files are written under tmp/
@@ -61,4 +62,22 @@ export function createStorage(root: string) {
       return null
     }
   }
+}
+
+/**
+ * A pass-through that hashes (sha256) and counts what goes to a stored file, and
+ * fails with `tooLarge()` past `maxBytes`.
+ */
+export function measureFile(maxBytes = Infinity, tooLarge: () => Error = () => new Error('file too large')) {
+  const hash = createHash('sha256')
+  let size = 0
+  const stream = new Transform({
+    transform(chunk: Buffer, _encoding, done: TransformCallback) {
+      size += chunk.length
+      if (size > maxBytes) return done(tooLarge())
+      hash.update(chunk)
+      done(null, chunk)
+    },
+  })
+  return Object.assign(stream, { size: () => size, sha256: () => hash.digest('hex') })
 }

@@ -29,7 +29,8 @@ export function startDispatcher(options: DispatcherOptions) {
   const { sql, concurrency, leaseSeconds } = options
   const log = options.log ?? ((message: string) => console.log(`[dispatcher] ${message}`))
   const workerId = `${os.hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`
-  const pool = new Piscina({ filename: WORKER_FILE, minThreads: 0, maxThreads: concurrency, idleTimeout: 30_000, concurrentTasksPerWorker: 1 })
+  // One warm thread: a new one compiles the TypeScript task code first (about a second).
+  const pool = new Piscina({ filename: WORKER_FILE, minThreads: 1, maxThreads: concurrency, idleTimeout: 30_000, concurrentTasksPerWorker: 1 })
   const running = new Map<string, { runId: string; done: Promise<void> }>()
   let stopping = false
   let claiming: Promise<void> | null = null

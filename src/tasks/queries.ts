@@ -102,7 +102,7 @@ export async function settleAbandonedTasks(sql: Sql): Promise<number> {
         error_code = case when cancel_requested_at is not null then null else 'ABANDONED' end,
         error = case when cancel_requested_at is not null then null
                      else format('The gateway running this task stopped unexpectedly %s times; giving up.', attempts) end,
-        run_id = null, lease_expires_at = null, finished_at = now(), updated_at = now()
+        run_id = null, lease_expires_at = null, finished_at = clock_timestamp(), updated_at = clock_timestamp()
     where state = 'running'
       and lease_expires_at < now()
       and (cancel_requested_at is not null or attempts >= max_attempts)
@@ -161,7 +161,7 @@ export async function completeTask(sql: Sql, id: string, runId: string, result: 
         result_expires_at = case when ${result.key}::text is null then null else now() + make_interval(hours => ${result.retentionHours}) end,
         details = details || ${sql.json((result.details ?? {}) as never)},
         error_code = null, error = null,
-        finished_at = now(), updated_at = now()
+        finished_at = clock_timestamp(), updated_at = clock_timestamp()
     where id = ${id} and run_id = ${runId} and state = 'running'
     returning id
   `
@@ -180,7 +180,7 @@ export async function failTask(sql: Sql, id: string, runId: string, error: { cod
         result_key = ${result?.key ?? null}, result_name = ${result?.name ?? null},
         result_size = ${result?.size ?? null}, result_sha256 = ${result?.sha256 ?? null},
         result_expires_at = case when ${result?.key ?? null}::text is null then null else now() + make_interval(hours => ${result?.retentionHours ?? 0}) end,
-        finished_at = now(), updated_at = now()
+        finished_at = clock_timestamp(), updated_at = clock_timestamp()
     where id = ${id} and run_id = ${runId} and state = 'running'
     returning id
   `
@@ -190,7 +190,7 @@ export async function failTask(sql: Sql, id: string, runId: string, error: { cod
 export async function markCancelled(sql: Sql, id: string, runId: string): Promise<boolean> {
   const rows = await sql`
     update sluice.tasks
-    set state = 'cancelled', run_id = null, lease_expires_at = null, finished_at = now(), updated_at = now()
+    set state = 'cancelled', run_id = null, lease_expires_at = null, finished_at = clock_timestamp(), updated_at = clock_timestamp()
     where id = ${id} and run_id = ${runId} and state = 'running'
     returning id
   `

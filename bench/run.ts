@@ -34,7 +34,7 @@ await sql.unsafe(`
          timestamptz '2024-01-01' + make_interval(secs => i * 13 % 31536000), i % 3 <> 0,
          case when i % 7 = 0 then 'said "hi", then left' when i % 11 = 0 then null else '' end,
          repeat(md5(i::text), 3)
-  from generate_series(1, ${ROWS}) as i;
+  from generate_series(1::bigint, ${ROWS}) as i;
   analyze bench_rows;
   create table bench_import (${COLUMNS});
 `)

@@ -2,7 +2,6 @@ import { createWriteStream } from 'node:fs'
 import { Transform, type TransformCallback } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { createGzip } from 'node:zlib'
-import { createRecordCounter } from '../csv-records.ts'
 import type { Sql } from '../db/client.ts'
 import { buildSelectSql, findDataset, parseRowQuery } from '../datasets/index.ts'
 import { UserError } from '../errors.ts'
@@ -51,26 +50,25 @@ const BATCH_BYTES = 256 * 1024
 const BATCH_MS = 250 // a slow query still shows progress
 
 /**
- * Postgres sends one COPY message per row. Passing ~120-byte chunks one by one to
- * gzip, the hash and the file costs a call each and made gzip exports crawl at
- * 1 MB/s, so rows are joined into 256 KiB batches (or a quarter second's worth) first. Records are counted as
- * Postgres writes them (a newline outside quotes ends one; `""` toggles twice), to
- * report exact rows without parsing.
+ * Postgres sends COPY output as one message per row (the header line first), and
+ * postgres.js hands each message on as one chunk: counting chunks counts rows
+ * exactly, without scanning the bytes. Passing those ~100-byte chunks one by one
+ * to gzip, the hash and the file costs a call each and made gzip exports crawl at
+ * 1 MB/s, so they are joined into 256 KiB batches (or a quarter second's worth).
  */
 function batchAndCountRecords(tracker: ProgressTracker) {
-  const counter = createRecordCounter()
+  let messages = 0
   let parts: Buffer[] = []
   let pending = 0
   let lastEmit = Date.now()
   const { progress } = tracker
-  const rows = () => Math.max(0, counter.records() - 1) // the header line is not a row
+  const rows = () => Math.max(0, messages - 1) // the header line is not a row
 
   const emit = (stream: Transform) => {
     const batch = parts.length === 1 ? parts[0]! : Buffer.concat(parts, pending)
     parts = []
     pending = 0
     lastEmit = Date.now()
-    counter.push(batch)
     progress.bytes += batch.length
     progress.rows = rows()
     if (progress.total) progress.percent = Math.min(99, (progress.rows / Math.max(progress.total, 1)) * 100)
@@ -79,6 +77,7 @@ function batchAndCountRecords(tracker: ProgressTracker) {
 
   const stream = new Transform({
     transform(chunk: Buffer, _encoding, done: TransformCallback) {
+      messages++
       parts.push(chunk)
       pending += chunk.length
       if (pending >= BATCH_BYTES || Date.now() - lastEmit >= BATCH_MS) emit(this)

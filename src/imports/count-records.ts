@@ -1,7 +1,7 @@
 /**
  * Counts CSV records in a byte stream without parsing it: a newline outside
- * quotes ends one, and a doubled quote inside quotes toggles twice. Exports use it
- * on what COPY writes, imports on files sent straight to COPY.
+ * quotes ends one, and a doubled quote inside quotes toggles twice. Imports use it
+ * on files sent straight to COPY.
  */
 export function createRecordCounter(quoteByte = 0x22) {
   let newlines = 0

@@ -1,19 +1,17 @@
 import assert from 'node:assert/strict'
-import { existsSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { after, before, test } from 'node:test'
 import { parse } from 'csv-parse/sync'
-import { chromium, type Browser } from 'playwright-core'
+import type { Browser } from 'playwright-core'
+import { launchBrowser } from './support/browser.ts'
 import { createTestDatabase, type TestDatabase } from './support/database.ts'
 import { startTestGateway, type TestGateway } from './support/gateway.ts'
 
-const CHROMIUM = '/usr/bin/chromium'
 let db: TestDatabase
 let gateway: TestGateway
 let browser: Browser
 
 before(async () => {
-  assert.ok(existsSync(CHROMIUM), `the browser tests drive Debian's chromium: apt-get install chromium (${CHROMIUM} is missing)`)
   db = await createTestDatabase()
   await db.sql.unsafe(`
     create table orders (id int primary key, customer text, note text, total numeric(8, 2));
@@ -25,11 +23,7 @@ before(async () => {
     create view slow_orders as select o.*, pg_sleep(0.001)::text as waited from orders o;
   `)
   gateway = await startTestGateway(db.url)
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  })
+  browser = await launchBrowser()
 })
 
 after(async () => {

@@ -1,29 +1,23 @@
 import assert from 'node:assert/strict'
-import { existsSync } from 'node:fs'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { after, before, test } from 'node:test'
-import { chromium, type Browser } from 'playwright-core'
+import type { Browser } from 'playwright-core'
+import { launchBrowser } from './support/browser.ts'
 import { createTestDatabase, type TestDatabase } from './support/database.ts'
 import { startTestGateway, type TestGateway } from './support/gateway.ts'
 
-const CHROMIUM = '/usr/bin/chromium'
 let db: TestDatabase
 let gateway: TestGateway
 let browser: Browser
 let scratch: string
 
 before(async () => {
-  assert.ok(existsSync(CHROMIUM), `the browser tests drive Debian's chromium: apt-get install chromium (${CHROMIUM} is missing)`)
   db = await createTestDatabase()
   await db.sql.unsafe(`create table customers (id int primary key, full_name text not null, joined date, vip boolean default false)`)
   gateway = await startTestGateway(db.url)
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  })
+  browser = await launchBrowser()
   scratch = await mkdtemp(path.join(os.tmpdir(), 'sluice-browser-'))
 })
 

@@ -30,16 +30,20 @@ export function TaskStatus(props: { task: TaskRow; downloadUrl: string; autoDown
   const { task } = props
   const statusUrl = `/tasks/${task.id}/status`
   const percent = task.state === 'succeeded' ? 100 : Math.floor(task.progressPercent)
+  // An export's percent rests on the planner's row estimate, which can be far off
+  // ("1,731 rows of about 543", stuck at 99%): without one, or once past it, the bar
+  // only says "working" rather than a number that is wrong.
+  const hasPercent = task.kind !== 'export' || (task.progressTotal !== null && task.progressTotal > 0 && task.progressRows <= task.progressTotal)
   return (
     <section id="task-status" aria-live="polite" {...(isFinished(task) ? {} : { 'hx-get': statusUrl, 'hx-trigger': 'every 1s', 'hx-swap': 'outerHTML' })}>
       <p>State: <TaskState state={task.state} />{task.attempts > 1 ? <span class="muted"> (attempt {task.attempts})</span> : null}</p>
       {task.state === 'queued' || task.state === 'running' ? (
         <>
-          <progress max="100" value={String(percent)} aria-label="progress">{percent}%</progress>
+          <progress max="100" value={hasPercent ? String(percent) : undefined} aria-label="progress">{hasPercent ? `${percent}%` : 'working'}</progress>
           <p>
-            {percent}% · {formatCount(task.progressRows)} rows
+            {hasPercent ? `${percent}% · ` : ''}{formatCount(task.progressRows)} rows
             {task.kind === 'export'
-              ? `${task.progressTotal ? ` of about ${formatCount(task.progressTotal)}` : ''} · ${formatBytes(task.progressBytes)}`
+              ? `${hasPercent ? ` of about ${formatCount(task.progressTotal)}` : ''} · ${formatBytes(task.progressBytes)}`
               : ` · ${formatBytes(task.progressBytes)} of ${formatBytes(task.progressTotal)} read`}
           </p>
           {task.cancelRequestedAt ? (

@@ -20,7 +20,7 @@ export const IMPORT_OPTION_KEYS = ['mode', 'key', 'onError', 'dryRun', 'encoding
 
 const DELIMITER_NAMES: Record<string, string> = { comma: ',', semicolon: ';', tab: '\t', pipe: '|', '\\t': '\t' }
 
-/** Validates import options against the target table; throws a 400 naming the problem. */
+/** Validates import options against the target table (see findTable); throws a 400 naming the problem. */
 export function parseImportOptions(pairs: Iterable<[string, string]>, dataset: Dataset): ImportOptions {
   const values = new Map<string, string>()
   for (const [key, value] of pairs) {
@@ -28,7 +28,6 @@ export function parseImportOptions(pairs: Iterable<[string, string]>, dataset: D
     if (values.has(key)) throw bad(`"${key}" is given twice; give it once`)
     values.set(key, value)
   }
-  if (dataset.kind !== 'table') throw bad(`${dataset.name} is a ${dataset.kind}; only tables can be imported into`)
   const known = new Set(dataset.columns.map((c) => c.name))
   const checkColumn = (name: string, where: string) => {
     if (!known.has(name)) throw bad(`${where}: "${name}" is not a column of ${dataset.name}`)

@@ -34,13 +34,15 @@ export type ImportSummary = {
   direct: boolean
 }
 
+/** What is known before loading: the mode and the file's reading. */
+type SummaryBase = Pick<ImportSummary, 'mode' | 'dryRun' | 'dialect' | 'columns'>
+
 export type ImportOutcome =
   | { state: 'succeeded'; summary: ImportSummary; report: ReportFile | null }
   | { state: 'failed'; summary: ImportSummary; report: ReportFile | null; message: string }
 
 export type ImportContext = {
   session: Sql // a writable session of the import's own
-  progressSql: Sql
   storage: Storage
   schema: string
   task: TaskRow
@@ -134,7 +136,7 @@ function canCopyDirectly(dialect: Dialect, mapping: Mapping, first: CsvRecord): 
     && mapping.every((c) => c !== null) && first.fields.length === mapping.length
 }
 
-async function loadDirectly(ctx: ImportContext, target: Target, mapping: Mapping, dialect: Dialect, options: ImportOptions, key: string[], file: string, size: number, base: Omit<ImportSummary, 'rows' | 'inserted' | 'updated' | 'deleted' | 'failed' | 'errors' | 'direct'>): Promise<ImportOutcome> {
+async function loadDirectly(ctx: ImportContext, target: Target, mapping: Mapping, dialect: Dialect, options: ImportOptions, key: string[], file: string, size: number, base: SummaryBase): Promise<ImportOutcome> {
   const columns = mapping.map((c) => quoteIdent(c!.name)).join(', ')
   const table = `${quoteIdent(target.schema)}.${quoteIdent(target.name)}`
   // Every option below is a constant from the tables above, never request text.
@@ -181,7 +183,7 @@ async function loadDirectly(ctx: ImportContext, target: Target, mapping: Mapping
   })
 }
 
-async function loadStaged(ctx: ImportContext, target: Target, mapping: Mapping, options: ImportOptions, key: string[], first: CsvRecord, rest: AsyncGenerator<CsvRecord>, base: Omit<ImportSummary, 'rows' | 'inserted' | 'updated' | 'deleted' | 'failed' | 'errors' | 'direct'>): Promise<ImportOutcome> {
+async function loadStaged(ctx: ImportContext, target: Target, mapping: Mapping, options: ImportOptions, key: string[], first: CsvRecord, rest: AsyncGenerator<CsvRecord>, base: SummaryBase): Promise<ImportOutcome> {
   const width = mapping.length
   const mapped: Mapped[] = mapping.flatMap((column, i) => (column ? [{ column, staged: `c${i + 1}` }] : []))
   const header = base.dialect.header ? first.fields : mapping.map((c, i) => c?.name ?? `column ${i + 1}`)

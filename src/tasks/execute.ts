@@ -39,7 +39,7 @@ export async function executeTask(db: TaskDatabase, storage: Storage, settings: 
 }
 
 async function finishImport(db: TaskDatabase, storage: Storage, settings: RunSettings, task: TaskRow, tracker: ProgressTracker): Promise<Outcome> {
-  const outcome = await runImport({ session: db.writer, progressSql: db.sql, storage, schema: settings.schema, task, tracker, retentionHours: settings.fileRetentionHours })
+  const outcome = await runImport({ session: db.writer, storage, schema: settings.schema, task, tracker, retentionHours: settings.fileRetentionHours })
   await tracker.stop()
   const { summary, report } = outcome
   const result = { key: report?.key ?? null, name: report?.name ?? null, size: report?.size ?? null, sha256: report?.sha256 ?? null, retentionHours: settings.fileRetentionHours }

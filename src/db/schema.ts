@@ -46,6 +46,13 @@ export const tasks = sluice.table('tasks', {
   resultExpiresAt: timestamp('result_expires_at', { withTimezone: true }),
   /** Kind-specific outcome shown to the user (import dialect and counts, ...). */
   details: jsonb('details').notNull().default({}),
+  /** When the retention sweep deleted the result file (the task keeps saying so). */
+  resultExpiredAt: timestamp('result_expired_at', { withTimezone: true }),
+
+  /** The token that asked for the task: only it and admins may see the task and its files. */
+  ownerId: uuid('owner_id'),
+  /** The PostgreSQL role the task runs as (`set role` in its transaction); null: the gateway's own. */
+  runAsRole: text('run_as_role'),
 
   createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
   startedAt: timestamp('started_at', { withTimezone: true }),
@@ -57,6 +64,8 @@ export const tasks = sluice.table('tasks', {
   index('tasks_claimable').on(t.runAfter).where(sql`${t.state} = 'queued'`),
   index('tasks_leased').on(t.leaseExpiresAt).where(sql`${t.state} = 'running'`),
   index('tasks_recent').on(t.createdAt),
+  index('tasks_owner').on(t.ownerId, t.createdAt),
+  index('tasks_result_expiry').on(t.resultExpiresAt).where(sql`${t.resultKey} is not null`),
 ])
 
 /**
@@ -70,5 +79,42 @@ export const uploads = sluice.table('uploads', {
   fileName: text('file_name'),
   size: bigint('size', { mode: 'number' }).notNull(),
   sha256: text('sha256').notNull(),
+  ownerId: uuid('owner_id'),
+  createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+})
+
+export const TOKEN_ROLES = ['admin', 'user'] as const
+export type TokenRole = (typeof TOKEN_ROLES)[number]
+
+/**
+ * API tokens. Only a sha256 of each token is kept: tokens are 256 random bits, so a
+ * fast hash is enough, and a leaked table gives no way in.
+ */
+export const tokens = sluice.table('tokens', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  name: text('name').notNull(),
+  tokenHash: text('token_hash').notNull().unique(),
+  role: text('role').$type<TokenRole>().notNull(),
+  /** PostgreSQL role this token's requests and tasks run as; null: the gateway's own role. */
+  dbRole: text('db_role'),
+  createdBy: uuid('created_by'),
+  createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  lastUsedAt: timestamp('last_used_at', { withTimezone: true }),
+  revokedAt: timestamp('revoked_at', { withTimezone: true }),
+}, (t) => [check('tokens_role_known', sql`${t.role} in ('admin', 'user')`)])
+
+/** Browser sessions, opened by signing in with a token; they end when the token is revoked. */
+export const sessions = sluice.table('sessions', {
+  idHash: text('id_hash').primaryKey(),
+  tokenId: uuid('token_id').notNull().references(() => tokens.id, { onDelete: 'cascade' }),
+  csrfToken: text('csrf_token').notNull(),
+  createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  expiresAt: timestamp('expires_at', { withTimezone: true }).notNull(),
+}, (t) => [index('sessions_expiry').on(t.expiresAt)])
+
+/** Gateway-wide secrets shared by every process on the database (the download-link signing key). */
+export const secrets = sluice.table('secrets', {
+  name: text('name').primaryKey(),
+  value: text('value').notNull(),
   createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
 })

@@ -30,6 +30,9 @@ export type TaskRow = {
   resultSha256: string | null
   resultExpiresAt: Date | null
   details: Record<string, unknown>
+  resultExpiredAt: Date | null
+  ownerId: string | null
+  runAsRole: string | null
   createdAt: Date
   startedAt: Date | null
   finishedAt: Date | null
@@ -42,13 +45,25 @@ const COLUMNS = (sql: Sql) => sql`
   locked_by as "lockedBy", lease_expires_at as "leaseExpiresAt", cancel_requested_at as "cancelRequestedAt",
   error_code as "errorCode", error, result_key as "resultKey", result_name as "resultName",
   result_size as "resultSize", result_sha256 as "resultSha256", result_expires_at as "resultExpiresAt",
-  details, created_at as "createdAt", started_at as "startedAt", finished_at as "finishedAt"
+  details, result_expired_at as "resultExpiredAt", owner_id as "ownerId", run_as_role as "runAsRole",
+  created_at as "createdAt", started_at as "startedAt", finished_at as "finishedAt"
 `
 
-export async function enqueueTask(sql: Sql, task: { kind: TaskKind; dataset: string; params: object; progressTotal?: number | null; maxAttempts: number }): Promise<TaskRow> {
+export type NewTask = {
+  kind: TaskKind
+  dataset: string
+  params: object
+  progressTotal?: number | null
+  maxAttempts: number
+  ownerId?: string | null
+  runAsRole?: string | null
+}
+
+export async function enqueueTask(sql: Sql, task: NewTask): Promise<TaskRow> {
   const [row] = await sql<TaskRow[]>`
-    insert into sluice.tasks (kind, dataset, params, progress_total, max_attempts)
-    values (${task.kind}, ${task.dataset}, ${sql.json(task.params as never)}, ${task.progressTotal ?? null}, ${task.maxAttempts})
+    insert into sluice.tasks (kind, dataset, params, progress_total, max_attempts, owner_id, run_as_role)
+    values (${task.kind}, ${task.dataset}, ${sql.json(task.params as never)}, ${task.progressTotal ?? null}, ${task.maxAttempts},
+            ${task.ownerId ?? null}, ${task.runAsRole ?? null})
     returning ${COLUMNS(sql)}
   `
   return row!

@@ -21,6 +21,12 @@ export type Config = Readonly<{
   maxUploadBytes: number
   /** Seed the demo dataset on the embedded database's first start. */
   seedDemo: boolean
+  /** An admin token for scripts, kept (hashed) in the database; null: one is generated on first start. */
+  adminToken: string | null
+  /** How long a browser session lasts after signing in. */
+  sessionHours: number
+  /** Trust X-Forwarded-Proto from a TLS-terminating proxy (Secure cookies, HSTS). */
+  trustProxy: boolean
 }>
 
 const DEFAULTS = {
@@ -35,6 +41,8 @@ const DEFAULTS = {
   SHUTDOWN_GRACE_SECONDS: '20',
   MAX_UPLOAD_BYTES: String(5 * 1024 ** 3),
   SEED_DEMO: 'true',
+  SESSION_HOURS: '12',
+  TRUST_PROXY: 'false',
 } as const
 
 type Env = Record<string, string | undefined>
@@ -62,8 +70,17 @@ export function parseConfig(env: Env): { config: Config; problems: string[] } {
   if (datasetSchema.length > 63) problems.push(`DATASET_SCHEMA must be at most 63 bytes, got ${datasetSchema.length}`)
   if (datasetSchema === 'sluice') problems.push('DATASET_SCHEMA cannot be "sluice": that schema holds the gateway\'s own tables')
 
-  const seedText = read('SEED_DEMO').toLowerCase()
-  if (!['true', 'false', '1', '0'].includes(seedText)) problems.push(`SEED_DEMO must be true or false, got "${seedText}"`)
+  const boolean = (name: 'SEED_DEMO' | 'TRUST_PROXY') => {
+    const text = read(name).toLowerCase()
+    if (!['true', 'false', '1', '0'].includes(text)) problems.push(`${name} must be true or false, got "${text}"`)
+    return text === 'true' || text === '1'
+  }
+
+  const adminToken = env.GATEWAY_ADMIN_TOKEN?.trim() || null
+  // A guessable admin token would be the weakest door: ask for at least 128 bits' worth.
+  if (adminToken !== null && (adminToken.length < 24 || !/^[\x21-\x7e]+$/.test(adminToken))) {
+    problems.push('GATEWAY_ADMIN_TOKEN must be at least 24 printable characters without spaces (e.g. the output of `openssl rand -hex 32`)')
+  }
 
   const config: Config = Object.freeze({
     port: integer('PORT', 0, 65535),
@@ -77,7 +94,10 @@ export function parseConfig(env: Env): { config: Config; problems: string[] } {
     fileRetentionHours: integer('FILE_RETENTION_HOURS', 1, 24 * 365 * 10),
     shutdownGraceSeconds: integer('SHUTDOWN_GRACE_SECONDS', 0, 3600),
     maxUploadBytes: integer('MAX_UPLOAD_BYTES', 1, Number.MAX_SAFE_INTEGER),
-    seedDemo: seedText === 'true' || seedText === '1',
+    seedDemo: boolean('SEED_DEMO'),
+    adminToken,
+    sessionHours: integer('SESSION_HOURS', 1, 24 * 90),
+    trustProxy: boolean('TRUST_PROXY'),
   })
   return { config, problems }
 }

@@ -6,7 +6,7 @@ export class UserError extends Error {
   constructor(
     readonly code: string,
     message: string,
-    readonly status: 400 | 401 | 403 | 404 | 409 | 413 | 415 | 422 = 400,
+    readonly status: 400 | 401 | 403 | 404 | 409 | 410 | 413 | 415 | 422 | 431 | 503 | 507 = 400,
   ) {
     super(message)
     this.name = 'UserError'

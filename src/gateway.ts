@@ -1,6 +1,7 @@
 import path from 'node:path'
 import type { AddressInfo } from 'node:net'
 import { serve } from '@hono/node-server'
+import { ensureAdminToken, loadLinkSigner } from './auth/index.ts'
 import type { Config } from './config.ts'
 import { openDatabase } from './db/client.ts'
 import { startEmbeddedPostgres, type EmbeddedPostgres } from './db/embedded.ts'
@@ -29,12 +30,16 @@ export async function startGateway(config: Config, log: (message: string) => voi
     log(`embedded PostgreSQL ready (data in ${path.join(config.storageDir, 'postgres')})`)
   }
   const sql = openDatabase(databaseUrl)
+  let linkSigner
+  let newAdminToken: string | null
   try {
     await migrateDatabase(databaseUrl)
     if (embedded?.created && config.seedDemo) {
       log('first start: seeding the demo dataset "contacts" (100,000 rows)…')
       await seedDemoDataset(sql, config.datasetSchema)
     }
+    linkSigner = await loadLinkSigner(sql)
+    newAdminToken = await ensureAdminToken(sql, config.adminToken)
   } catch (err) {
     await sql.end({ timeout: 1 })
     await embedded?.stop()
@@ -46,7 +51,7 @@ export async function startGateway(config: Config, log: (message: string) => voi
     concurrency: config.taskConcurrency, leaseSeconds: config.taskLeaseSeconds,
     fileRetentionHours: config.fileRetentionHours, log: (m) => log(`[tasks] ${m}`),
   })
-  const app = createApp({ sql, config, storage, isReady: () => databaseAnswers(sql) })
+  const app = createApp({ sql, config, storage, linkSigner, isReady: () => databaseAnswers(sql) })
   const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
     const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s))
     s.once('error', reject)
@@ -54,6 +59,11 @@ export async function startGateway(config: Config, log: (message: string) => voi
   const { port } = server.address() as AddressInfo
   const host = config.host.includes(':') ? `[${config.host}]` : config.host
   const url = `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`
+
+  if (newAdminToken) {
+    // As Jupyter does: the one time this secret is shown. Only its hash is stored.
+    log(`no admin token existed, so one was made. Sign in with this link; it is shown only this once, so keep it secret and safe:\n\n    ${url}/sign-in?token=${newAdminToken}\n`)
+  }
 
   let stopping: Promise<void> | null = null
   return { url, port, databaseUrl, sql, dispatcher, stop: (graceMs = 10_000) => (stopping ??= stop(graceMs)) }

@@ -5,7 +5,7 @@ import { after, before, test } from 'node:test'
 import { gunzipSync } from 'node:zlib'
 import { parse } from 'csv-parse/sync'
 import type { Browser, Page } from 'playwright-core'
-import { launchBrowser } from './support/browser.ts'
+import { launchBrowser, signIn } from './support/browser.ts'
 import { createTestDatabase, type TestDatabase } from './support/database.ts'
 import { startTestGateway, type TestGateway } from './support/gateway.ts'
 
@@ -47,6 +47,7 @@ async function snapshot(page: Page, name: string) {
 
 test('dataset page → export form → progress page → the downloaded file, once', async () => {
   const page = await browser.newPage()
+  await signIn(page, gateway.url, gateway.adminToken)
   const downloads: string[] = []
   const polls: string[] = []
   page.on('download', (d) => downloads.push(d.suggestedFilename()))
@@ -89,6 +90,7 @@ test('dataset page → export form → progress page → the downloaded file, on
 test('without JavaScript the task page refreshes itself until it shows the link', async () => {
   const context = await browser.newContext({ javaScriptEnabled: false, acceptDownloads: true })
   const page = await context.newPage()
+  await signIn(page, gateway.url, gateway.adminToken)
   await page.goto(`${gateway.url}/datasets/slow_orders`)
   // No column ticked: all of them. The value travels as a plain form post, non-ASCII and all.
   await page.selectOption('select[aria-label="filter 1 column"]', 'customer')
@@ -119,6 +121,7 @@ test('without JavaScript the task page refreshes itself until it shows the link'
 test('a value that does not fit its column is shown on the form, not queued', async () => {
   const tasksBefore = await countTasks()
   const page = await browser.newPage()
+  await signIn(page, gateway.url, gateway.adminToken)
   await page.goto(`${gateway.url}/datasets/orders`)
   await page.selectOption('select[aria-label="filter 1 column"]', 'id')
   await page.fill('input[aria-label="filter 1 value"]', 'abc')

@@ -4,7 +4,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { after, before, test } from 'node:test'
 import type { Browser } from 'playwright-core'
-import { launchBrowser } from './support/browser.ts'
+import { launchBrowser, signIn } from './support/browser.ts'
 import { createTestDatabase, type TestDatabase } from './support/database.ts'
 import { startTestGateway, type TestGateway } from './support/gateway.ts'
 
@@ -34,6 +34,7 @@ test('upload through the form, map a column in the preview, end on the result wi
   // "notes" is skipped; line 4 has a bad date.
   await writeFile(file, 'ID;Name;Joined;notes\r\n1;Ada Lovelace;2024-01-05;x\r\n2;"Grace ""Amazing"" Hopper";2024-02-06;y\r\n3;Linus;31/02/2024;z\r\n')
   const page = await browser.newPage()
+  await signIn(page, gateway.url, gateway.adminToken)
   await page.goto(`${gateway.url}/`)
   await page.click('a[href="/datasets/customers"]')
   await page.setInputFiles('#upload-form input[type=file]', file)
@@ -72,6 +73,7 @@ test('upload through the form, map a column in the preview, end on the result wi
 test('without JavaScript the upload form still works and a mapping error is shown on the preview', async () => {
   const context = await browser.newContext({ javaScriptEnabled: false })
   const page = await context.newPage()
+  await signIn(page, gateway.url, gateway.adminToken)
   const file = path.join(scratch, 'dup.csv')
   await writeFile(file, 'id,full_name\n10,Ten\n')
   await page.goto(`${gateway.url}/datasets/customers`)

@@ -54,7 +54,7 @@ function parseCsv(text: string): Cell[][] {
 async function download(task: TaskJson, init?: RequestInit): Promise<Response> {
   assert.equal(task.state, 'succeeded', `export failed: ${task.error}`)
   assert.ok(task.download)
-  return fetch(task.download, init)
+  return gateway.fetch(new URL(task.download).pathname, init)
 }
 
 async function exportRows(dataset: string, query: string): Promise<Cell[][]> {

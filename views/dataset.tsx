@@ -1,6 +1,8 @@
 import type { Dataset } from '../src/datasets/index.ts'
 import { formatCount } from './format.ts'
+import { CsrfField } from './csrf-field.tsx'
 import { Layout } from './layout.tsx'
+import { useViewer } from './viewer.ts'
 
 /** Filter operators offered by the form, in PostgREST's spelling. */
 export const FORM_OPERATORS = [
@@ -14,6 +16,10 @@ export const FILTER_ROWS = 3
 export function DatasetPage(props: { dataset: Dataset; error?: string }) {
   const { dataset } = props
   const action = `/datasets/${encodeURIComponent(dataset.name)}/exports`
+  // The upload streams as multipart, read after the checks: its CSRF token rides in the
+  // query string (htmx also sends it as a header).
+  const csrfToken = useViewer()?.csrfToken
+  const uploadAction = `/datasets/${encodeURIComponent(dataset.name)}/uploads${csrfToken ? `?_csrf=${encodeURIComponent(csrfToken)}` : ''}`
   return (
     <Layout title={dataset.name}>
       <h1>{dataset.name}</h1>
@@ -26,6 +32,7 @@ export function DatasetPage(props: { dataset: Dataset; error?: string }) {
 
       <h2>Export to CSV</h2>
       <form method="post" action={action} id="export-form">
+        <CsrfField />
         <fieldset>
           <legend>Columns (none ticked: all)</legend>
           {dataset.columns.map((c) => (
@@ -68,11 +75,11 @@ export function DatasetPage(props: { dataset: Dataset; error?: string }) {
         <button type="submit">Export</button>
       </form>
 
-      {dataset.kind === 'table' ? (
+      {dataset.kind === 'table' && dataset.canImport ? (
         <>
           <h2>Import a CSV file</h2>
-          <form method="post" action={`/datasets/${encodeURIComponent(dataset.name)}/uploads`} enctype="multipart/form-data" id="upload-form"
-            hx-post={`/datasets/${encodeURIComponent(dataset.name)}/uploads`} hx-encoding="multipart/form-data">
+          <form method="post" action={uploadAction} enctype="multipart/form-data" id="upload-form"
+            hx-post={uploadAction} hx-encoding="multipart/form-data">
             <p class="muted">Any encoding, delimiter or line ending; .gz files too. You will see the first rows and choose the columns before anything is loaded.</p>
             <input type="file" name="file" required aria-label="CSV file" />{' '}
             <button type="submit">Upload</button>
@@ -92,7 +99,7 @@ export function DatasetPage(props: { dataset: Dataset; error?: string }) {
         </tbody>
       </table>
       <h2>With curl</h2>
-      <pre><code>{`curl -i -X POST '<this server>/api/datasets/${encodeURIComponent(dataset.name)}/exports?limit=1000'`}</code></pre>
+      <pre><code>{`curl -i -X POST -H "Authorization: Bearer $SLUICE_TOKEN" '<this server>/api/datasets/${encodeURIComponent(dataset.name)}/exports?limit=1000'`}</code></pre>
     </Layout>
   )
 }

@@ -1,5 +1,6 @@
 import type { TaskRow } from '../src/tasks/queries.ts'
 import { formatBytes, formatCount, formatTime } from './format.ts'
+import { CsrfField } from './csrf-field.tsx'
 import { Layout } from './layout.tsx'
 
 export function TaskState(props: { state: string }) {
@@ -8,7 +9,7 @@ export function TaskState(props: { state: string }) {
 
 const isFinished = (t: TaskRow) => t.state === 'succeeded' || t.state === 'failed' || t.state === 'cancelled'
 
-export function TaskPage(props: { task: TaskRow; downloadUrl: string }) {
+export function TaskPage(props: { task: TaskRow; downloadUrl: string; shareUrl: string | null }) {
   const { task } = props
   return (
     <Layout title={`${task.kind} of ${task.dataset}`} refreshSeconds={isFinished(task) ? undefined : 2}>
@@ -17,6 +18,13 @@ export function TaskPage(props: { task: TaskRow; downloadUrl: string }) {
       </h1>
       <p class="muted">Task <code>{task.id}</code> · created {formatTime(task.createdAt)}</p>
       <TaskStatus task={task} downloadUrl={props.downloadUrl} autoDownload={false} />
+      {props.shareUrl ? (
+        <details>
+          <summary>Link for sharing or curl, without signing in</summary>
+          <p><code id="share-link">{props.shareUrl}</code></p>
+          <p class="muted">Anyone with this link can download the file until the time in it passes or the token that made it is revoked.</p>
+        </details>
+      ) : null}
       <p><a href="/">All datasets and tasks</a></p>
     </Layout>
   )
@@ -50,6 +58,7 @@ export function TaskStatus(props: { task: TaskRow; downloadUrl: string; autoDown
             <p class="muted">Cancelling…</p>
           ) : (
             <form method="post" action={`/tasks/${task.id}/cancel`}>
+              <CsrfField />
               <button type="submit" class="secondary">Cancel</button>
             </form>
           )}
@@ -57,7 +66,7 @@ export function TaskStatus(props: { task: TaskRow; downloadUrl: string; autoDown
         </>
       ) : null}
       {task.kind === 'import' && isFinished(task) ? <ImportResult task={task} reportUrl={props.downloadUrl} /> : null}
-      {task.kind === 'export' && task.state === 'succeeded' ? (
+      {task.kind === 'export' && task.state === 'succeeded' && task.resultKey ? (
         <>
           <p>
             Done: {formatCount(task.progressRows)} rows. Download{' '}
@@ -67,8 +76,25 @@ export function TaskStatus(props: { task: TaskRow; downloadUrl: string; autoDown
           {props.autoDownload ? <span hx-get={`${statusUrl}?go=download`} hx-trigger="load" hx-swap="none"></span> : null}
         </>
       ) : null}
-      {task.state === 'failed' ? <p class="error" id="task-error">{task.error ?? 'The task failed.'}</p> : null}
+      {task.state === 'failed' ? (
+        <>
+          <p class="error" id="task-error">{task.error ?? 'The task failed.'}</p>
+          <p class="muted">
+            {task.attempts} attempt{task.attempts === 1 ? '' : 's'}{task.errorCode ? <> · code <code>{task.errorCode}</code></> : null}
+            {task.finishedAt ? ` · ended ${formatTime(task.finishedAt)}` : ''}
+          </p>
+        </>
+      ) : null}
       {task.state === 'cancelled' ? <p>This task was cancelled; nothing was kept.</p> : null}
+      {task.resultExpiredAt ? (
+        <p id="file-expired">The file {task.resultName ? <code>{task.resultName}</code> : null} was kept until {formatTime(task.resultExpiresAt)} and has been deleted.</p>
+      ) : null}
+      {task.state === 'failed' || task.state === 'cancelled' ? (
+        <form method="post" action={`/tasks/${task.id}/retry`} id="retry-form">
+          <CsrfField />
+          <button type="submit" class="secondary">Run it again</button>
+        </form>
+      ) : null}
     </section>
   )
 }

@@ -1,6 +1,7 @@
 import type { Dataset } from '../src/datasets/index.ts'
 import type { Preview } from '../src/imports/index.ts'
 import { formatBytes } from './format.ts'
+import { CsrfField } from './csrf-field.tsx'
 import { Layout } from './layout.tsx'
 
 type Props = {
@@ -51,6 +52,7 @@ export function UploadPreviewPage(props: Props) {
       </form>
 
       <form method="post" action={`/uploads/${upload.id}/imports`} id="import-form">
+        <CsrfField />
         {Object.entries(props.overrides).map(([name, value]) => (value === undefined ? null : <input type="hidden" name={name} value={value} />))}
         <table>
           <thead>

@@ -10,6 +10,8 @@ export type Dataset = {
   primaryKey: string[] | null
   uniqueKeys: string[][]
   rowEstimate: number | null
+  /** Whether the current role may insert into it (imports). */
+  canImport: boolean
 }
 
 /**
@@ -22,6 +24,7 @@ export async function listDatasets(sql: Sql, schema: string, onlyName: string | 
            n.nspname as schema,
            case c.relkind when 'v' then 'view' when 'm' then 'materialized view' when 'f' then 'foreign table' else 'table' end as kind,
            case when c.relkind in ('r', 'm') and c.reltuples >= 0 then c.reltuples::int8 end as "rowEstimate",
+           c.relkind in ('r', 'p') and has_table_privilege(c.oid, 'INSERT') as "canImport",
            coalesce((
              select json_agg(json_build_object(
                       'name', a.attname,

@@ -16,3 +16,17 @@ export function openDatabase(url: string, options: { max?: number; applicationNa
     types: { bigint: { to: 20, from: [20], serialize: (n: number) => String(n), parse: (s: string) => Number(s) } },
   })
 }
+
+/**
+ * Runs `work` in a transaction as PostgreSQL role `role`, so that role's grants and
+ * row-level security decide what it reads and writes; null runs it as the gateway's
+ * own role. `set_config('role', $1, true)` is `SET LOCAL ROLE` with the name as a
+ * bound value, never spliced into SQL; it ends with the transaction.
+ */
+export async function asRole<T>(sql: Sql, role: string | null, work: (tx: Sql) => Promise<T>): Promise<T> {
+  if (role === null) return work(sql)
+  return sql.begin(async (tx) => {
+    await tx`select set_config('role', ${role}, true)`
+    return work(tx as unknown as Sql)
+  }) as Promise<T>
+}

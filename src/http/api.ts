@@ -1,12 +1,14 @@
 import { Hono } from 'hono'
+import { requesterOf, isAdmin } from '../auth/index.ts'
+import { asRole } from '../db/client.ts'
 import { listDatasets } from '../datasets/index.ts'
 import { UserError } from '../errors.ts'
 import { requestExport } from '../exports/index.ts'
-import { requestImport } from '../imports/index.ts'
-import { getTask, listRecentTasks, requestCancel } from '../tasks/queries.ts'
+import { getUpload, requestImport } from '../imports/index.ts'
+import { listRecentTasks, requestCancel, retryTask } from '../tasks/queries.ts'
 import type { AppEnv } from './app.tsx'
-import { serveFile } from './download.ts'
 import { isFinished, presentTask } from './present.ts'
+import { getVisibleTask, serveTaskFile, taskNotFound } from './task-files.ts'
 
 /** The JSON API: everything a script needs, with curl. */
 export function apiRoutes() {
@@ -14,70 +16,75 @@ export function apiRoutes() {
 
   api.get('/datasets', async (c) => {
     const { sql, config } = c.get('deps')
-    const datasets = await listDatasets(sql, config.datasetSchema)
-    return c.json(datasets.map(({ name, kind, columns, primaryKey, uniqueKeys, rowEstimate }) => ({
-      name, kind, columns: columns.map(({ name, type, nullable }) => ({ name, type, nullable })), primaryKey, uniqueKeys, rowEstimate,
+    const datasets = await asRole(sql, c.get('principal').dbRole, (tx) => listDatasets(tx, config.datasetSchema))
+    return c.json(datasets.map(({ name, kind, columns, primaryKey, uniqueKeys, rowEstimate, canImport }) => ({
+      name, kind, columns: columns.map(({ name, type, nullable }) => ({ name, type, nullable })), primaryKey, uniqueKeys, rowEstimate, canImport,
     })))
   })
 
   api.post('/datasets/:name/exports', async (c) => {
-    const { sql, config } = c.get('deps')
+    const { sql, config, linkSigner } = c.get('deps')
     const pairs = [...new URL(c.req.url).searchParams.entries()]
-    const task = await requestExport(sql, { schema: config.datasetSchema, maxAttempts: config.taskMaxAttempts }, c.req.param('name'), pairs)
+    const settings = { schema: config.datasetSchema, maxAttempts: config.taskMaxAttempts }
+    const task = await requestExport(sql, settings, requesterOf(c.get('principal')), c.req.param('name'), pairs)
     c.header('Location', `/api/tasks/${task.id}`)
-    return c.json(presentTask(task, origin(c.req.url)), 202)
+    return c.json(presentTask(task, origin(c.req.url), linkSigner), 202)
   })
 
   api.post('/datasets/:name/imports', async (c) => {
-    const { sql, config, storage } = c.get('deps')
+    const { sql, config, storage, linkSigner } = c.get('deps')
     const pairs = [...new URL(c.req.url).searchParams.entries()]
     const settings = { schema: config.datasetSchema, maxUploadBytes: config.maxUploadBytes, maxAttempts: config.taskMaxAttempts }
-    const task = await requestImport(sql, storage, settings, c.req.param('name'), pairs, c.req.raw)
+    const task = await requestImport(sql, storage, settings, requesterOf(c.get('principal')), c.req.param('name'), pairs, c.req.raw)
     c.header('Location', `/api/tasks/${task.id}`)
-    return c.json(presentTask(task, origin(c.req.url)), 202)
+    return c.json(presentTask(task, origin(c.req.url), linkSigner), 202)
   })
 
   api.get('/tasks', async (c) => {
-    const tasks = await listRecentTasks(c.get('deps').sql)
-    return c.json(tasks.map((task) => presentTask(task, origin(c.req.url))))
+    const { sql, linkSigner } = c.get('deps')
+    const principal = c.get('principal')
+    const tasks = await listRecentTasks(sql, isAdmin(principal) ? null : principal.tokenId)
+    return c.json(tasks.map((task) => presentTask(task, origin(c.req.url), linkSigner)))
   })
 
   api.get('/tasks/:id', async (c) => {
-    const task = await getTask(c.get('deps').sql, c.req.param('id'))
-    if (!task) throw taskNotFound()
+    const task = await getVisibleTask(c, c.req.param('id'))
     if (!isFinished(task)) c.header('Retry-After', '1')
-    return c.json(presentTask(task, origin(c.req.url)))
+    return c.json(presentTask(task, origin(c.req.url), c.get('deps').linkSigner))
   })
 
   api.post('/tasks/:id/cancel', async (c) => {
+    await getVisibleTask(c, c.req.param('id'))
     const task = await requestCancel(c.get('deps').sql, c.req.param('id'))
     if (!task) throw taskNotFound()
-    return c.json(presentTask(task, origin(c.req.url)), 202)
+    return c.json(presentTask(task, origin(c.req.url), c.get('deps').linkSigner), 202)
   })
 
-  api.on(['GET', 'HEAD'], '/tasks/:id/download', async (c) => {
-    const { sql, storage } = c.get('deps')
-    const task = await getTask(sql, c.req.param('id'))
-    if (!task) throw taskNotFound()
-    // An export's file, or an import's error report (kept when the import failed, too).
-    if (!task.resultKey || !(task.state === 'succeeded' || (task.kind === 'import' && task.state === 'failed'))) {
-      throw new UserError('NOT_READY', `This task is ${task.state} and has no file${task.state === 'queued' || task.state === 'running' ? ' yet' : ''}.`, 409)
-    }
-    const size = await storage.size(task.resultKey)
-    if (size === null || (task.resultExpiresAt && task.resultExpiresAt < new Date())) {
-      throw new UserError('FILE_EXPIRED', 'This file has expired and was removed. Run the export again.', 404)
-    }
-    return serveFile(c, {
-      path: storage.pathOf(task.resultKey),
-      size,
-      sha256: task.resultSha256 ?? '',
-      name: task.resultName ?? 'export.csv',
-      contentType: task.resultKey.endsWith('.gz') ? 'application/gzip' : 'text/csv; charset=utf-8',
-    })
+  api.post('/tasks/:id/retry', async (c) => {
+    const task = await retryDeadTask(c.get('deps'), await getVisibleTask(c, c.req.param('id')))
+    return c.json(presentTask(task, origin(c.req.url), c.get('deps').linkSigner), 202)
   })
+
+  api.on(['GET', 'HEAD'], '/tasks/:id/download', async (c) => serveTaskFile(c, await getVisibleTask(c, c.req.param('id'))))
 
   return api
 }
 
-const taskNotFound = () => new UserError('TASK_NOT_FOUND', 'There is no task with that id.', 404)
+/** A failed or cancelled task goes back to the queue; an import needs its upload still stored. */
+export async function retryDeadTask(deps: AppEnv['Variables']['deps'], task: Awaited<ReturnType<typeof getVisibleTask>>) {
+  if (task.state !== 'failed' && task.state !== 'cancelled') {
+    throw new UserError('NOT_RETRYABLE', `This task is ${task.state}; only failed or cancelled tasks can be retried.`, 409)
+  }
+  if (task.kind === 'import') {
+    const upload = await getUpload(deps.sql, String(task.params.uploadId ?? ''))
+    if (!upload || (await deps.storage.size(upload.storageKey)) === null) {
+      throw new UserError('UPLOAD_EXPIRED', 'The uploaded file of this import has expired and was deleted. Upload it again.', 410)
+    }
+  }
+  const retried = await retryTask(deps.sql, task.id)
+  if (!retried) throw new UserError('NOT_RETRYABLE', 'This task changed state meanwhile; reload it.', 409)
+  if (retried.oldFileKey) await deps.storage.remove(retried.oldFileKey).catch(() => {}) // the orphan sweep gets it otherwise
+  return retried.task
+}
+
 export const origin = (url: string) => new URL(url).origin

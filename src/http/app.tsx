@@ -1,23 +1,29 @@
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { Hono } from 'hono'
+import type { LinkSigner, Principal } from '../auth/index.ts'
 import type { Config } from '../config.ts'
 import type { Sql } from '../db/client.ts'
-import { isUserError } from '../errors.ts'
+import { isTransient, isUserError } from '../errors.ts'
 import type { Storage } from '../storage/index.ts'
 import { ErrorPage } from '../../views/error-page.tsx'
 import { apiRoutes } from './api.ts'
+import { authenticate, authRoutes, securityHeaders } from './auth.tsx'
 import { pageRoutes } from './pages.tsx'
+import { render } from './render.tsx'
+import { signedFileRoutes } from './task-files.ts'
 
 export type Deps = {
   sql: Sql
   config: Config
   storage: Storage
+  linkSigner: LinkSigner
   /** True once the database answered and the migrations ran. */
   isReady: () => Promise<boolean>
 }
 
-export type AppEnv = { Variables: { deps: Deps; requestId: string } }
+/** `principal` is set on every route but the open ones (health, sign-in, static files, signed links). */
+export type AppEnv = { Variables: { deps: Deps; requestId: string; principal: Principal } }
 
 const require = createRequire(import.meta.url)
 // Served from node_modules under our own path: there is no CDN on the machines this runs on.
@@ -31,6 +37,8 @@ export function createApp(deps: Deps) {
     c.set('requestId', crypto.randomUUID())
     await next()
   })
+  app.use(securityHeaders())
+  app.use(authenticate())
 
   app.get('/healthz', async (c) => {
     const ok = await deps.isReady().catch(() => false)
@@ -42,24 +50,34 @@ export function createApp(deps: Deps) {
     return c.body(HTMX, 200, { 'Content-Type': 'text/javascript; charset=utf-8' })
   })
 
+  app.route('/', authRoutes())
+  app.route('/', signedFileRoutes())
   app.route('/api', apiRoutes())
   app.route('/', pageRoutes())
 
   app.notFound((c) => {
     if (c.req.path.startsWith('/api/')) return c.json({ error: 'Not found', code: 'NOT_FOUND' }, 404)
-    return c.html(<ErrorPage title="Not found" message="There is nothing at this address." />, 404)
+    return render(c, <ErrorPage title="Not found" message="There is nothing at this address." />, 404)
   })
 
   app.onError((err, c) => {
     const isApi = c.req.path.startsWith('/api/')
     if (isUserError(err)) {
+      if (err.status === 401) c.header('WWW-Authenticate', 'Bearer realm="sluice"')
       if (isApi) return c.json({ error: err.message, code: err.code }, err.status)
-      return c.html(<ErrorPage title="That did not work" message={err.message} />, err.status)
+      return render(c, <ErrorPage title="That did not work" message={err.message} />, err.status)
+    }
+    if (isTransient(err)) {
+      // The database is restarting or unreachable: say so, and when to try again.
+      c.header('Retry-After', '5')
+      const message = 'The database is not answering right now. Try again in a few seconds.'
+      if (isApi) return c.json({ error: message, code: 'DATABASE_UNAVAILABLE' }, 503)
+      return render(c, <ErrorPage title="Unavailable" message={message} />, 503)
     }
     console.error(`[http] ${c.req.method} ${c.req.path} request ${c.get('requestId')} failed:`, err)
     const message = 'Something failed on our side. Try again; if it keeps failing, tell the operator this request id: ' + c.get('requestId')
     if (isApi) return c.json({ error: message, code: 'INTERNAL' }, 500)
-    return c.html(<ErrorPage title="Something failed" message={message} />, 500)
+    return render(c, <ErrorPage title="Something failed" message={message} />, 500)
   })
 
   return app

@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs'
-import { Hono } from 'hono'
+import { Hono, type Context } from 'hono'
 import type { ContentfulStatusCode } from 'hono/utils/http-status'
+import { isAdmin, mayAccess, requesterOf } from '../auth/index.ts'
+import { asRole } from '../db/client.ts'
 import { findDataset, listDatasets } from '../datasets/index.ts'
 import { isUserError, UserError } from '../errors.ts'
 import { requestExport } from '../exports/index.ts'
@@ -8,12 +10,15 @@ import { enqueueImport, findTable, getUpload, parseImportOptions, previewUpload,
 import type { Storage } from '../storage/index.ts'
 import type { Dataset } from '../datasets/index.ts'
 import { UploadPreviewPage } from '../../views/upload-preview.tsx'
-import { getTask, listRecentTasks, requestCancel } from '../tasks/queries.ts'
+import { listRecentTasks, requestCancel } from '../tasks/queries.ts'
 import { DatasetPage } from '../../views/dataset.tsx'
 import { HomePage } from '../../views/home.tsx'
 import { TaskPage, TaskStatus } from '../../views/task.tsx'
+import { retryDeadTask } from './api.ts'
 import type { AppEnv } from './app.tsx'
-import { downloadPath, isFinished } from './present.ts'
+import { downloadPath, isFinished, signedLink } from './present.ts'
+import { render } from './render.tsx'
+import { getVisibleTask } from './task-files.ts'
 
 const CSS = readFileSync(new URL('../../views/static/sluice.css', import.meta.url))
 const UPLOAD_PROGRESS = readFileSync(new URL('../../views/static/upload-progress.js', import.meta.url))
@@ -31,15 +36,18 @@ export function pageRoutes() {
 
   pages.get('/', async (c) => {
     const { sql, config } = c.get('deps')
-    const [datasets, tasks] = await Promise.all([listDatasets(sql, config.datasetSchema), listRecentTasks(sql, 20)])
-    return c.html(<HomePage datasets={datasets} tasks={tasks} schema={config.datasetSchema} />)
+    const principal = c.get('principal')
+    const [datasets, tasks] = await Promise.all([
+      asRole(sql, principal.dbRole, (tx) => listDatasets(tx, config.datasetSchema)),
+      listRecentTasks(sql, isAdmin(principal) ? null : principal.tokenId, 20),
+    ])
+    return render(c, <HomePage datasets={datasets} tasks={tasks} schema={config.datasetSchema} />)
   })
 
   pages.get('/datasets/:name', async (c) => {
-    const { sql, config } = c.get('deps')
-    const dataset = await findDataset(sql, config.datasetSchema, c.req.param('name'))
+    const dataset = await findVisibleDataset(c, c.req.param('name'))
     if (!dataset) throw new UserError('DATASET_NOT_FOUND', `There is no dataset named "${c.req.param('name')}".`, 404)
-    return c.html(<DatasetPage dataset={dataset} />)
+    return render(c, <DatasetPage dataset={dataset} />)
   })
 
   pages.post('/datasets/:name/exports', async (c) => {
@@ -47,19 +55,21 @@ export function pageRoutes() {
     const name = c.req.param('name')
     const form = await c.req.parseBody({ all: true })
     try {
-      const task = await requestExport(sql, { schema: config.datasetSchema, maxAttempts: config.taskMaxAttempts }, name, formToQuery(form))
+      const settings = { schema: config.datasetSchema, maxAttempts: config.taskMaxAttempts }
+      const task = await requestExport(sql, settings, requesterOf(c.get('principal')), name, formToQuery(form))
       return c.redirect(`/tasks/${task.id}`, 303)
     } catch (err) {
-      const dataset = isUserError(err) && err.code !== 'DATASET_NOT_FOUND' ? await findDataset(sql, config.datasetSchema, name) : null
+      const dataset = isUserError(err) && err.code !== 'DATASET_NOT_FOUND' ? await findVisibleDataset(c, name) : null
       if (!dataset || !isUserError(err)) throw err
-      return c.html(<DatasetPage dataset={dataset} error={err.message} />, 400)
+      return render(c, <DatasetPage dataset={dataset} error={err.message} />, 400)
     }
   })
 
   pages.post('/datasets/:name/uploads', async (c) => {
     const { sql, config, storage } = c.get('deps')
-    const dataset = await findTable(sql, config.datasetSchema, c.req.param('name'))
-    const upload = await receiveUpload(sql, storage, dataset, c.req.raw, config.maxUploadBytes)
+    const requester = requesterOf(c.get('principal'))
+    const dataset = await findTable(sql, config.datasetSchema, c.req.param('name'), requester)
+    const upload = await receiveUpload(sql, storage, dataset, c.req.raw, config.maxUploadBytes, requester)
     const target = `/uploads/${upload.id}`
     // htmx posts the form itself (to show upload progress): tell it where to go.
     if (c.req.header('HX-Request') === 'true') return c.body(null, 200, { 'HX-Redirect': target })
@@ -68,18 +78,17 @@ export function pageRoutes() {
 
   pages.get('/uploads/:id', async (c) => {
     const { sql, config, storage } = c.get('deps')
-    const upload = await getUpload(sql, c.req.param('id'))
-    if (!upload) throw new UserError('UPLOAD_NOT_FOUND', 'There is no upload with that id.', 404)
-    const dataset = await findTable(sql, config.datasetSchema, upload.dataset)
+    const upload = await getVisibleUpload(c, c.req.param('id'))
+    const dataset = await findTable(sql, config.datasetSchema, upload.dataset, requesterOf(c.get('principal')))
     const overrides = pickDialect(c.req.query())
-    return c.html(await renderPreview(storage, dataset, upload, overrides))
+    return render(c, await renderPreview(storage, dataset, upload, overrides))
   })
 
   pages.post('/uploads/:id/imports', async (c) => {
     const { sql, config, storage } = c.get('deps')
-    const upload = await getUpload(sql, c.req.param('id'))
-    if (!upload) throw new UserError('UPLOAD_NOT_FOUND', 'There is no upload with that id.', 404)
-    const dataset = await findTable(sql, config.datasetSchema, upload.dataset)
+    const upload = await getVisibleUpload(c, c.req.param('id'))
+    const requester = requesterOf(c.get('principal'))
+    const dataset = await findTable(sql, config.datasetSchema, upload.dataset, requester)
     const form = await c.req.parseBody({ all: true })
     const values = (key: string) => [form[key]].flat().filter((v): v is string => typeof v === 'string')
     const overrides = pickDialect(Object.fromEntries(['encoding', 'delimiter', 'header'].map((k) => [k, values(k)[0]])))
@@ -91,39 +100,55 @@ export function pageRoutes() {
       ...Object.entries(overrides).filter((e): e is [string, string] => e[1] !== undefined),
     ]
     try {
-      const task = await enqueueImport(sql, upload, parseImportOptions(pairs, dataset), config.taskMaxAttempts)
+      const task = await enqueueImport(sql, upload, parseImportOptions(pairs, dataset), config.taskMaxAttempts, requester)
       return c.redirect(`/tasks/${task.id}`, 303)
     } catch (err) {
       if (!isUserError(err)) throw err
-      return c.html(await renderPreview(storage, dataset, upload, overrides, err.message), 400)
+      return render(c, await renderPreview(storage, dataset, upload, overrides, err.message), 400)
     }
   })
 
   pages.get('/tasks/:id', async (c) => {
-    const task = await getTask(c.get('deps').sql, c.req.param('id'))
-    if (!task) throw new UserError('TASK_NOT_FOUND', 'There is no task with that id.', 404)
-    return c.html(<TaskPage task={task} downloadUrl={downloadPath(task.id)} />)
+    const task = await getVisibleTask(c, c.req.param('id'))
+    const link = signedLink(task, c.get('deps').linkSigner)
+    return render(c, <TaskPage task={task} downloadUrl={downloadPath(task.id)} shareUrl={link ? new URL(link.path, c.req.url).href : null} />)
   })
 
   pages.get('/tasks/:id/status', async (c) => {
-    const task = await getTask(c.get('deps').sql, c.req.param('id'))
-    if (!task) throw new UserError('TASK_NOT_FOUND', 'There is no task with that id.', 404)
+    const task = await getVisibleTask(c, c.req.param('id'))
     const isHtmx = c.req.header('HX-Request') === 'true'
     if (c.req.query('go') === 'download' && task.state === 'succeeded') {
       if (isHtmx) return c.body(null, 200, { 'HX-Redirect': downloadPath(task.id) })
       return c.redirect(downloadPath(task.id), 303)
     }
     const fragment = <TaskStatus task={task} downloadUrl={downloadPath(task.id)} autoDownload={isHtmx && task.state === 'succeeded'} />
-    return c.html(fragment, isHtmx && isFinished(task) ? HTMX_STOP_POLLING : 200)
+    return render(c, fragment, isHtmx && isFinished(task) ? HTMX_STOP_POLLING : 200)
   })
 
   pages.post('/tasks/:id/cancel', async (c) => {
-    const task = await requestCancel(c.get('deps').sql, c.req.param('id'))
-    if (!task) throw new UserError('TASK_NOT_FOUND', 'There is no task with that id.', 404)
+    const task = await getVisibleTask(c, c.req.param('id'))
+    await requestCancel(c.get('deps').sql, task.id)
+    return c.redirect(`/tasks/${task.id}`, 303)
+  })
+
+  pages.post('/tasks/:id/retry', async (c) => {
+    const task = await retryDeadTask(c.get('deps'), await getVisibleTask(c, c.req.param('id')))
     return c.redirect(`/tasks/${task.id}`, 303)
   })
 
   return pages
+}
+
+/** A dataset as the signed-in principal's PostgreSQL role sees it (null: it may not read it). */
+function findVisibleDataset(c: Context<AppEnv>, name: string) {
+  const { sql, config } = c.get('deps')
+  return asRole(sql, c.get('principal').dbRole, (tx) => findDataset(tx, config.datasetSchema, name))
+}
+
+async function getVisibleUpload(c: Context<AppEnv>, id: string): Promise<UploadRow> {
+  const upload = await getUpload(c.get('deps').sql, id)
+  if (!upload || !mayAccess(c.get('principal'), upload.ownerId)) throw new UserError('UPLOAD_NOT_FOUND', 'There is no upload with that id.', 404)
+  return upload
 }
 
 async function renderPreview(storage: Storage, dataset: Dataset, upload: UploadRow, overrides: DialectChoice, error?: string) {

@@ -1,9 +1,16 @@
+import type { LinkSigner } from '../auth/index.ts'
 import type { TaskRow } from '../tasks/queries.ts'
 
+/** How long the signed link in a task's JSON stays valid, at most (never past the file's own expiry). */
+const SIGNED_LINK_HOURS = 24
+
 /** The public JSON shape of a task: the contract scripts and later work rely on. */
-export function presentTask(task: TaskRow, origin: string) {
-  const isSucceeded = task.kind === 'export' && task.state === 'succeeded' && task.resultKey !== null
-  const hasReport = task.kind === 'import' && task.resultKey !== null
+export function presentTask(task: TaskRow, origin: string, signer: LinkSigner) {
+  const fileExpired = hasExpiredFile(task)
+  const hasFile = task.resultKey !== null && !fileExpired
+  const isSucceeded = task.kind === 'export' && task.state === 'succeeded' && hasFile
+  const hasReport = task.kind === 'import' && hasFile
+  const link = (isSucceeded || hasReport) ? signedLink(task, signer) : null
   return {
     id: task.id,
     kind: task.kind,
@@ -19,11 +26,16 @@ export function presentTask(task: TaskRow, origin: string) {
     file: isSucceeded ? { name: task.resultName, size: task.resultSize, sha256: task.resultSha256, expiresAt: task.resultExpiresAt } : null,
     /** An import's error report: the failing rows with `line` and `error` columns. */
     report: hasReport ? `${origin}${downloadPath(task.id)}` : null,
+    /** The same file without a session or token, until `expiresAt`: for sharing, or a script that holds no token. */
+    signedDownload: link ? { url: `${origin}${link.path}`, expiresAt: link.expiresAt } : null,
+    /** The retention period passed and the file was deleted; the task's other facts stay. */
+    fileExpired,
     error: task.state === 'failed' ? (task.error ?? 'The task failed.') : null,
     errorCode: task.state === 'failed' ? task.errorCode : null,
     /** Kept across retries: why the previous attempt ended, while another is pending. */
     lastError: task.error,
     attempts: task.attempts,
+    maxAttempts: task.maxAttempts,
     cancelRequested: task.cancelRequestedAt !== null,
     params: task.params,
     details: task.details,
@@ -31,6 +43,18 @@ export function presentTask(task: TaskRow, origin: string) {
     startedAt: task.startedAt,
     finishedAt: task.finishedAt,
   }
+}
+
+export function hasExpiredFile(task: TaskRow): boolean {
+  return task.resultExpiredAt !== null || (task.resultKey !== null && task.resultExpiresAt !== null && task.resultExpiresAt < new Date())
+}
+
+export function signedLink(task: TaskRow, signer: LinkSigner): { path: string; expiresAt: Date } | null {
+  if (!task.resultKey || !task.resultExpiresAt) return null
+  // Whole hours, so that polling a task hands out the same link rather than a new one each second.
+  const hour = 3600_000
+  const expiresAt = new Date(Math.min(Math.ceil(Date.now() / hour) * hour + SIGNED_LINK_HOURS * hour, task.resultExpiresAt.getTime()))
+  return { path: signer.sign(task.id, task.resultKey, expiresAt), expiresAt }
 }
 
 export const downloadPath = (taskId: string) => `/api/tasks/${taskId}/download`

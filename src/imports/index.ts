@@ -1,4 +1,4 @@
-import type { Sql } from '../db/client.ts'
+import { asRole, type Sql } from '../db/client.ts'
 import { findDataset, type Dataset } from '../datasets/index.ts'
 import { UserError } from '../errors.ts'
 import type { Storage } from '../storage/index.ts'
@@ -16,42 +16,51 @@ export type { ImportSummary, ImportParams } from './run-import.ts'
 export { previewUpload, type Preview } from './preview.ts'
 export { proposeTargets } from './mapping.ts'
 
-export type UploadRow = { id: string; dataset: string; storageKey: string; fileName: string | null; size: number; sha256: string; createdAt: Date }
+export type UploadRow = { id: string; dataset: string; storageKey: string; fileName: string | null; size: number; sha256: string; ownerId: string | null; createdAt: Date }
 
-export async function findTable(sql: Sql, schema: string, name: string): Promise<Dataset> {
-  const dataset = await findDataset(sql, schema, name)
+/** Who asks: the upload and task are theirs, and the checks run as their PostgreSQL role. */
+export type Requester = { ownerId: string; dbRole: string | null }
+
+const UPLOAD_COLUMNS = (sql: Sql) => sql`
+  id, dataset, storage_key as "storageKey", file_name as "fileName", size, sha256, owner_id as "ownerId", created_at as "createdAt"`
+
+/** The table to import into, as the requester's role sees it. */
+export async function findTable(sql: Sql, schema: string, name: string, requester: Requester): Promise<Dataset> {
+  const dataset = await asRole(sql, requester.dbRole, (tx) => findDataset(tx, schema, name))
   if (!dataset) throw new UserError('DATASET_NOT_FOUND', `There is no dataset named "${name}".`, 404)
   if (dataset.kind !== 'table') throw new UserError('NOT_A_TABLE', `${name} is a ${dataset.kind}; only tables can be imported into.`, 400)
+  if (!dataset.canImport) throw new UserError('FORBIDDEN', `You may read ${name} but not import into it (no INSERT privilege).`, 403)
   return dataset
 }
 
 /** Stores the request's file and records it; the options were checked before a byte was read. */
-export async function receiveUpload(sql: Sql, storage: Storage, dataset: Dataset, request: Request, maxBytes: number): Promise<UploadRow & { fields: Record<string, string> }> {
+export async function receiveUpload(sql: Sql, storage: Storage, dataset: Dataset, request: Request, maxBytes: number, requester: Requester): Promise<UploadRow & { fields: Record<string, string> }> {
   const stored: StoredUpload = await storeUpload(request, storage, maxBytes)
   const [row] = await sql<UploadRow[]>`
-    insert into sluice.uploads (dataset, storage_key, file_name, size, sha256)
-    values (${dataset.name}, ${stored.key}, ${stored.fileName}, ${stored.size}, ${stored.sha256})
-    returning id, dataset, storage_key as "storageKey", file_name as "fileName", size, sha256, created_at as "createdAt"`
+    insert into sluice.uploads (dataset, storage_key, file_name, size, sha256, owner_id)
+    values (${dataset.name}, ${stored.key}, ${stored.fileName}, ${stored.size}, ${stored.sha256}, ${requester.ownerId})
+    returning ${UPLOAD_COLUMNS(sql)}`
   return { ...row!, fields: stored.fields }
 }
 
 export async function getUpload(sql: Sql, id: string): Promise<UploadRow | null> {
   if (!/^[0-9a-f-]{36}$/i.test(id)) return null
-  const [row] = await sql<UploadRow[]>`
-    select id, dataset, storage_key as "storageKey", file_name as "fileName", size, sha256, created_at as "createdAt"
-    from sluice.uploads where id = ${id}`
+  const [row] = await sql<UploadRow[]>`select ${UPLOAD_COLUMNS(sql)} from sluice.uploads where id = ${id}`
   return row ?? null
 }
 
-export async function enqueueImport(sql: Sql, upload: UploadRow, options: ImportOptions, maxAttempts: number): Promise<TaskRow> {
+export async function enqueueImport(sql: Sql, upload: UploadRow, options: ImportOptions, maxAttempts: number, requester: Requester): Promise<TaskRow> {
   const params: ImportParams = { uploadId: upload.id, uploadKey: upload.storageKey, fileName: upload.fileName, size: upload.size, options }
-  return enqueueTask(sql, { kind: 'import', dataset: upload.dataset, params, progressTotal: upload.size, maxAttempts })
+  return enqueueTask(sql, {
+    kind: 'import', dataset: upload.dataset, params, progressTotal: upload.size, maxAttempts,
+    ownerId: requester.ownerId, runAsRole: requester.dbRole,
+  })
 }
 
 /** The API's one-step import: options checked, file stored, task queued. */
-export async function requestImport(sql: Sql, storage: Storage, settings: { schema: string; maxUploadBytes: number; maxAttempts: number }, datasetName: string, pairs: [string, string][], request: Request): Promise<TaskRow> {
-  const dataset = await findTable(sql, settings.schema, datasetName)
+export async function requestImport(sql: Sql, storage: Storage, settings: { schema: string; maxUploadBytes: number; maxAttempts: number }, requester: Requester, datasetName: string, pairs: [string, string][], request: Request): Promise<TaskRow> {
+  const dataset = await findTable(sql, settings.schema, datasetName, requester)
   const options = parseImportOptions(pairs, dataset)
-  const upload = await receiveUpload(sql, storage, dataset, request, settings.maxUploadBytes)
-  return enqueueImport(sql, upload, options, settings.maxAttempts)
+  const upload = await receiveUpload(sql, storage, dataset, request, settings.maxUploadBytes, requester)
+  return enqueueImport(sql, upload, options, settings.maxAttempts, requester)
 }

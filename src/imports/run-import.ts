@@ -243,7 +243,11 @@ async function inTransaction(ctx: ImportContext, options: ImportOptions, load: (
   let outcome: ImportOutcome | null = null
   try {
     await ctx.session.begin(async (tx) => {
+      // The load runs as the requester's role, so its grants, triggers' checks and row-level
+      // security apply; recording the outcome in sluice.tasks is the gateway's own business.
+      if (ctx.task.runAsRole !== null) await tx`select set_config('role', ${ctx.task.runAsRole}, true)`
       const result = await load(tx as unknown as Sql)
+      if (ctx.task.runAsRole !== null) await tx`reset role`
       if (result.failure) {
         outcome = { state: 'failed', summary: result.summary, report: result.report, message: result.failure }
         throw ROLLBACK
@@ -298,5 +302,6 @@ function readError(err: unknown): unknown {
 function isDataRejection(err: unknown, signal: AbortSignal): boolean {
   if (signal.aborted || err instanceof TaskStopped || isTransient(err)) return false
   const code = (err as { code?: string }).code ?? ''
+  if (code === '42501') return false // a missing grant: reading the file again would not help
   return /^(22|23|21|42|25P)/.test(code) || code === '0A000'
 }

@@ -24,6 +24,8 @@ export async function executeTask(db: TaskDatabase, storage: Storage, settings: 
   const tracker = trackProgress(sql, taskId, runId, task.progressTotal)
   try {
     if (task.kind === 'import') return await finishImport(db, storage, settings, task, tracker)
+    // The reader is this task's own session, closed after it: the role holds for the session.
+    if (task.runAsRole !== null) await db.reader`select set_config('role', ${task.runAsRole}, false)`
     const file = await writeExport(db.reader, storage, settings.schema, task, tracker)
     await tracker.stop()
     const recorded = await completeTask(sql, taskId, runId, { ...file, retentionHours: settings.fileRetentionHours })
@@ -70,6 +72,12 @@ async function recordFailure(sql: Sql, taskId: string, runId: string, err: unkno
       return { taskId, state: 'failed', error: message }
     }
     const message = describe(err)
+    if ((err as { code?: string }).code === '42501') {
+      // The requester's PostgreSQL role lacks a grant (or row-level security said no).
+      const failure = `Not allowed: ${message}. Ask the database's owner for the grant, or use a token with another role.`
+      await failTask(sql, taskId, runId, { code: 'PERMISSION_DENIED', message: failure })
+      return { taskId, state: 'failed', error: failure }
+    }
     if (isTransient(err)) {
       const verdict = await retryLater(sql, taskId, runId, { code: 'TRANSIENT', message })
       return { taskId, state: verdict === 'retry' ? 'retry' : verdict, error: message }

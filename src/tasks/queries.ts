@@ -75,8 +75,43 @@ export async function getTask(sql: Sql, id: string): Promise<TaskRow | null> {
   return row ?? null
 }
 
-export async function listRecentTasks(sql: Sql, limit = 50): Promise<TaskRow[]> {
-  return sql<TaskRow[]>`select ${COLUMNS(sql)} from sluice.tasks order by created_at desc limit ${limit}`
+/** The latest tasks; of one owner only, unless `ownerId` is null (an admin's view). */
+export async function listRecentTasks(sql: Sql, ownerId: string | null, limit = 50): Promise<TaskRow[]> {
+  return sql<TaskRow[]>`
+    select ${COLUMNS(sql)} from sluice.tasks
+    where ${ownerId}::uuid is null or owner_id = ${ownerId}
+    order by created_at desc limit ${limit}`
+}
+
+/**
+ * Sends a failed or cancelled task (the dead letters) back to the queue with fresh
+ * attempts. What ended it is kept in `details.previousRun`; the old result file's
+ * key is returned so the caller can delete the file.
+ */
+export async function retryTask(sql: Sql, id: string): Promise<{ task: TaskRow; oldFileKey: string | null } | null> {
+  if (!isUuid(id)) return null
+  const [row] = await sql<(TaskRow & { oldFileKey: string | null })[]>`
+    with old as (
+      -- renamed: in the update below, bare names must mean the task's new values
+      select id as old_id, result_key as old_key, jsonb_build_object(
+               'state', state, 'errorCode', error_code, 'error', error, 'attempts', attempts, 'finishedAt', finished_at) as run
+      from sluice.tasks where id = ${id} and state in ('failed', 'cancelled')
+      for update
+    )
+    update sluice.tasks t
+    set state = 'queued', attempts = 0, run_after = now(), run_id = null, locked_by = null, lease_expires_at = null,
+        cancel_requested_at = null, error_code = null, error = null,
+        progress_rows = 0, progress_bytes = 0, progress_percent = 0,
+        result_key = null, result_name = null, result_size = null, result_sha256 = null,
+        result_expires_at = null, result_expired_at = null,
+        details = jsonb_build_object('previousRun', old.run),
+        started_at = null, finished_at = null, updated_at = now()
+    from old
+    where t.id = old.old_id
+    returning ${COLUMNS(sql)}, old.old_key as "oldFileKey"`
+  if (!row) return null
+  const { oldFileKey, ...task } = row
+  return { task, oldFileKey }
 }
 
 /** Claims the oldest runnable task, or a running one whose holder stopped renewing its lease. */

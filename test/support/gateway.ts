@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
@@ -8,7 +9,10 @@ import { startGateway } from '../../src/gateway.ts'
 /** A real gateway (HTTP server, dispatcher, piscina pool) on a free port, over `databaseUrl`. */
 export async function startTestGateway(databaseUrl: string, env: Record<string, string> = {}) {
   const storageDir = await mkdtemp(path.join(os.tmpdir(), 'sluice-test-storage-'))
-  const { config, problems } = parseConfig({ PORT: '0', STORAGE_DIR: storageDir, DATABASE_URL: databaseUrl, TASK_LEASE_SECONDS: '5', ...env })
+  const adminToken = env.GATEWAY_ADMIN_TOKEN ?? `sluice_test_${randomBytes(24).toString('hex')}`
+  const { config, problems } = parseConfig({
+    PORT: '0', STORAGE_DIR: storageDir, DATABASE_URL: databaseUrl, TASK_LEASE_SECONDS: '5', GATEWAY_ADMIN_TOKEN: adminToken, ...env,
+  })
   assert.deepEqual(problems, [])
   // SLUICE_TEST_LOG=1 shows the gateway's own log lines while debugging a test.
   const gateway = await startGateway(config, process.env.SLUICE_TEST_LOG ? (line) => console.error(`[gateway] ${line}`) : () => {})
@@ -16,7 +20,15 @@ export async function startTestGateway(databaseUrl: string, env: Record<string, 
     ...gateway,
     storageDir,
     config,
-    fetch: (pathname: string, init?: RequestInit) => fetch(`${gateway.url}${pathname}`, { redirect: 'manual', ...init }),
+    adminToken,
+    /** A request as the admin (Bearer token), unless `init.headers` brings its own Authorization. */
+    fetch: (pathname: string, init?: RequestInit) => {
+      const headers = new Headers(init?.headers)
+      if (!headers.has('Authorization')) headers.set('Authorization', `Bearer ${adminToken}`)
+      return fetch(`${gateway.url}${pathname}`, { redirect: 'manual', ...init, headers })
+    },
+    /** A request with no credentials at all. */
+    fetchAnonymously: (pathname: string, init?: RequestInit) => fetch(`${gateway.url}${pathname}`, { redirect: 'manual', ...init }),
     async stop() {
       await gateway.stop(2_000)
       await rm(storageDir, { recursive: true, force: true })

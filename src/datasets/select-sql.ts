@@ -76,7 +76,9 @@ async function quoteLiterals(sql: Sql, values: string[]): Promise<string[]> {
 export async function planSelect(sql: Sql, selectSql: string): Promise<number> {
   try {
     // Safe: selectSql comes from buildSelectSql (catalog identifiers, Postgres-quoted literals).
-    const [row] = await sql.begin('read only', (tx) => tx.unsafe(`explain (format json) ${selectSql}`))
+    const explain = (tx: Sql) => tx.unsafe(`explain (format json) ${selectSql}`)
+    // Inside a transaction already (as the requester's role), `begin` is not there: EXPLAIN runs nothing anyway.
+    const [row] = typeof sql.begin === 'function' ? await sql.begin('read only', (tx) => explain(tx as unknown as Sql)) : await explain(sql)
     const plan = (row as unknown as { 'QUERY PLAN': [{ Plan: { 'Plan Rows': number } }] })['QUERY PLAN'][0].Plan
     return Math.max(0, Math.round(plan['Plan Rows']))
   } catch (err) {

@@ -1,5 +1,5 @@
 import { createWriteStream } from 'node:fs'
-import { Transform, type TransformCallback } from 'node:stream'
+import { Readable, Transform, type TransformCallback } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { createGzip } from 'node:zlib'
 import type { Sql } from '../db/client.ts'
@@ -35,7 +35,7 @@ export async function writeExport(reader: Sql, storage: Storage, schema: string,
 
   try {
     // Safe: selectSql holds catalog identifiers and Postgres-quoted literals only.
-    const rows = await reader.unsafe(`copy (${selectSql}) to stdout with (format csv, header true, encoding 'UTF8')`).readable()
+    const rows = await copyOut(reader, `copy (${selectSql}) to stdout with (format csv, header true, encoding 'UTF8')`)
     const stages = params.gzip ? [rows, counter, createGzip({ level: 6 }), hashing] : [rows, counter, hashing]
     await pipeline([...stages, createWriteStream(tempPath)], { signal: tracker.signal })
     await storage.commit(tempPath, key)
@@ -44,6 +44,26 @@ export async function writeExport(reader: Sql, storage: Storage, schema: string,
     throw tracker.signal.aborted ? tracker.signal.reason : err
   }
   return { key, name: exportFileName(dataset.name, params.gzip), size: hashing.size(), sha256: hashing.sha256(), rows: counter.records(), bytes: tracker.progress.bytes }
+}
+
+/**
+ * COPY TO as a stream, with an error listener on it from the moment postgres.js makes
+ * it. An error that arrives in the same network read as the start of the COPY (a view
+ * that fails on its first rows) is emitted on the next tick, before `await readable()`
+ * returns: with no listener, Node throws it and the worker thread dies. The pipeline
+ * still sees the error, through the stream's `errored` state. This relies on the
+ * query's `resolve` property (postgres.js 3.4 internals): re-run the export tests
+ * when upgrading postgres.
+ */
+async function copyOut(reader: Sql, text: string): Promise<Readable> {
+  const query = reader.unsafe(text)
+  const internals = query as unknown as { resolve: (value: unknown) => void }
+  const resolve = internals.resolve
+  internals.resolve = (value) => {
+    if (value instanceof Readable) value.on('error', () => {})
+    resolve(value)
+  }
+  return query.readable()
 }
 
 const BATCH_BYTES = 256 * 1024

@@ -1,0 +1,378 @@
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { after, before, describe, test } from 'node:test'
+import { createLinkSigner } from '../src/auth/index.ts'
+import { createTestDatabase, type TestDatabase } from './support/database.ts'
+import { startTestGateway, waitForTask, type TaskJson, type TestGateway } from './support/gateway.ts'
+
+// Who may get in, and what each may see: through HTTP only, as a script and as a browser would.
+
+let db: TestDatabase
+let gateway: TestGateway
+const suffix = randomBytes(4).toString('hex')
+const clerkRole = `sluice_clerk_${suffix}`
+
+before(async () => {
+  db = await createTestDatabase()
+  await db.sql.unsafe(`
+    create table notes (id int primary key, body text);
+    insert into notes select g, 'note ' || g from generate_series(1, 20) g;
+    create table salaries (id int primary key, person text, amount int);
+    insert into salaries values (1, 'Ada', 100), (2, 'Grace', 200);
+    create table regions (id int primary key, region text, amount int);
+    insert into regions values (1, 'north', 10), (2, 'south', 20), (3, 'north', 30);
+    alter table regions enable row level security;
+    create role ${clerkRole} nologin;
+    grant usage on schema public to ${clerkRole};
+    grant select, insert on notes to ${clerkRole};
+    grant select on regions to ${clerkRole};
+    create policy north_only on regions for select to ${clerkRole} using (region = 'north');
+    create table flaky (id int primary key);
+    insert into flaky values (1);
+    create table export_switch (allowed boolean not null);
+    insert into export_switch values (false);
+    create function guarded(n int) returns int language plpgsql as $$
+    begin
+      if not (select allowed from export_switch) then raise exception 'the export switch is off'; end if;
+      return n;
+    end $$;
+    create view guarded_rows as select guarded(id) as id from flaky;
+  `)
+  gateway = await startTestGateway(db.url)
+})
+
+after(async () => {
+  await gateway?.stop()
+  await db?.drop()
+  // Roles belong to the whole server, not the test database.
+  const admin = (await import('postgres')).default(process.env.SLUICE_TEST_ADMIN_URL!, { max: 1, onnotice: () => {} })
+  await admin.unsafe(`drop role if exists ${clerkRole}`).catch(() => {})
+  await admin.end()
+})
+
+const bearer = (token: string) => ({ Authorization: `Bearer ${token}` })
+
+async function createToken(body: object): Promise<{ id: string; token: string; status: number; json: Record<string, unknown> }> {
+  const res = await gateway.fetch('/api/tokens', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) })
+  const json = (await res.json()) as Record<string, unknown>
+  return { id: json.id as string, token: json.token as string, status: res.status, json }
+}
+
+async function exportAs(token: string, dataset: string, query = ''): Promise<Response> {
+  return gateway.fetch(`/api/datasets/${dataset}/exports${query}`, { method: 'POST', headers: bearer(token) })
+}
+
+async function finishedExport(token: string, dataset: string, query = ''): Promise<TaskJson> {
+  const res = await exportAs(token, dataset, query)
+  assert.equal(res.status, 202, await res.clone().text())
+  const { id } = (await res.json()) as TaskJson
+  return waitForTask(gateway, id)
+}
+
+/** Signs in like a browser with a form: returns the session cookie and the page's CSRF token. */
+async function signInWithForm(token: string): Promise<{ cookie: string; csrf: string }> {
+  const form = await gateway.fetchAnonymously('/sign-in?next=/')
+  const signInCookie = form.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ')
+  const formKey = /name="_csrf" value="([^"]+)"/.exec(await form.text())![1]!
+  const res = await gateway.fetchAnonymously('/sign-in', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/x-www-form-urlencoded', Cookie: signInCookie },
+    body: new URLSearchParams({ token, next: '/', _csrf: formKey }),
+  })
+  assert.equal(res.status, 303, await res.text())
+  const session = res.headers.getSetCookie().find((c) => c.startsWith('sluice_session='))
+  assert.ok(session, 'a session cookie is set')
+  assert.match(session, /HttpOnly/i)
+  assert.match(session, /SameSite=Lax/i)
+  const cookie = session.split(';')[0]!
+  const home = await (await gateway.fetchAnonymously('/', { headers: { Cookie: cookie } })).text()
+  const csrf = /name="_csrf" value="([^"]+)"/.exec(home)?.[1]
+  assert.ok(csrf, 'signed-in pages carry a CSRF token')
+  return { cookie, csrf }
+}
+
+describe('authentication', () => {
+  test('the API answers 401 without a token, with a wrong one, and with a malformed header', async () => {
+    for (const headers of [{}, bearer('sluice_not_a_real_token'), { Authorization: 'Basic YWRtaW46YWRtaW4=' }, bearer('x'.repeat(5000))]) {
+      for (const [method, path] of [['GET', '/api/tasks'], ['GET', '/api/datasets'], ['POST', '/api/datasets/notes/exports'], ['GET', '/api/tokens']]) {
+        const res = await gateway.fetchAnonymously(path!, { method, headers })
+        assert.equal(res.status, 401, `${method} ${path} with ${JSON.stringify(headers).slice(0, 60)}`)
+        assert.equal(res.headers.get('WWW-Authenticate'), 'Bearer realm="sluice"')
+        const body = (await res.json()) as { code: string; error: string }
+        assert.equal(body.code, 'UNAUTHENTICATED')
+        assert.ok(body.error.length > 10)
+      }
+    }
+    const [queued] = await db.sql`select count(*)::int as n from sluice.tasks`
+    assert.equal(queued!.n, 0, 'no request without a valid token queued anything')
+  })
+
+  test('pages send signed-out visitors to the sign-in page; health, sign-in and static files stay open', async () => {
+    for (const path of ['/', '/datasets/notes', '/tasks/00000000-0000-4000-8000-000000000000', '/tokens']) {
+      const res = await gateway.fetchAnonymously(path)
+      assert.equal(res.status, 303, path)
+      assert.equal(res.headers.get('Location'), `/sign-in?next=${encodeURIComponent(path)}`)
+    }
+    const post = await gateway.fetchAnonymously('/datasets/notes/exports', { method: 'POST', body: new URLSearchParams({ limit: '1' }) })
+    assert.equal(post.status, 401, 'a signed-out form post is refused, not redirected and lost')
+    for (const path of ['/healthz', '/sign-in', '/static/htmx.min.js', '/static/sluice.css']) {
+      assert.equal((await gateway.fetchAnonymously(path)).status, 200, path)
+    }
+  })
+
+  test('a browser signs in with a token and keeps a session; the sign-in form cannot be posted from elsewhere', async () => {
+    const { cookie } = await signInWithForm(gateway.adminToken)
+    const home = await gateway.fetchAnonymously('/', { headers: { Cookie: cookie } })
+    assert.equal(home.status, 200)
+    assert.match(await home.text(), /signed in as GATEWAY_ADMIN_TOKEN/)
+
+    // Without the cookie the form set, the post is refused: no signing someone in from another site.
+    const forged = await gateway.fetchAnonymously('/sign-in', {
+      method: 'POST', headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token: gateway.adminToken, next: '/', _csrf: 'guess' }),
+    })
+    assert.equal(forged.status, 403)
+    assert.equal(forged.headers.getSetCookie().some((c) => c.startsWith('sluice_session=')), false)
+  })
+
+  test('a wrong token on the sign-in form says so; next= never leads off the site', async () => {
+    const form = await gateway.fetchAnonymously('/sign-in?next=//evil.example/x')
+    const signInCookie = form.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ')
+    const html = await form.text()
+    assert.match(html, /name="next" value="\/"/, 'an off-site next is replaced by /')
+    const formKey = /name="_csrf" value="([^"]+)"/.exec(html)![1]!
+    const post = (token: string, next: string) => gateway.fetchAnonymously('/sign-in', {
+      method: 'POST', headers: { 'Content-Type': 'application/x-www-form-urlencoded', Cookie: signInCookie },
+      body: new URLSearchParams({ token, next, _csrf: formKey }),
+    })
+    const wrong = await post('sluice_wrong', '/')
+    assert.equal(wrong.status, 401)
+    assert.match(await wrong.text(), /not valid, or it was revoked/)
+    for (const next of ['//evil.example/', '/\\evil.example', 'https://evil.example/']) {
+      const res = await post(gateway.adminToken, next)
+      assert.equal(res.status, 303)
+      assert.equal(res.headers.get('Location'), '/', next)
+    }
+  })
+
+  test('sign-out ends the session', async () => {
+    const { cookie, csrf } = await signInWithForm(gateway.adminToken)
+    const out = await gateway.fetchAnonymously('/sign-out', {
+      method: 'POST', headers: { Cookie: cookie, 'Content-Type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ _csrf: csrf }),
+    })
+    assert.equal(out.status, 303)
+    assert.equal((await gateway.fetchAnonymously('/', { headers: { Cookie: cookie } })).status, 303, 'the old cookie no longer works')
+  })
+})
+
+describe('CSRF', () => {
+  test('a form post with the session cookie needs the page\'s token and this origin', async () => {
+    const { cookie, csrf } = await signInWithForm(gateway.adminToken)
+    const post = (fields: Record<string, string>, headers: Record<string, string> = {}) => gateway.fetchAnonymously('/datasets/notes/exports', {
+      method: 'POST', headers: { Cookie: cookie, 'Content-Type': 'application/x-www-form-urlencoded', ...headers }, body: new URLSearchParams(fields),
+    })
+    const before = await db.sql`select count(*)::int as n from sluice.tasks`
+    assert.equal((await post({ limit: '1' })).status, 403, 'no token')
+    assert.equal((await post({ limit: '1', _csrf: 'wrong' })).status, 403, 'wrong token')
+    assert.equal((await post({ limit: '1', _csrf: csrf }, { Origin: 'https://evil.example' })).status, 403, 'another origin')
+    const upload = await gateway.fetchAnonymously('/datasets/notes/uploads', {
+      method: 'POST', headers: { Cookie: cookie, 'Content-Type': 'text/csv' }, body: 'id,body\n99,x\n',
+    })
+    assert.equal(upload.status, 403, 'an upload without the token')
+    const after = await db.sql`select count(*)::int as n from sluice.tasks`
+    assert.equal(after[0]!.n, before[0]!.n, 'nothing was queued by the refused posts')
+    const [uploads] = await db.sql`select count(*)::int as n from sluice.uploads`
+    assert.equal(uploads!.n, 0, 'nothing was stored by the refused upload')
+
+    const ok = await post({ limit: '1', _csrf: csrf }, { Origin: gateway.url })
+    assert.equal(ok.status, 303)
+    assert.match(ok.headers.get('Location')!, /^\/tasks\/[0-9a-f-]{36}$/)
+    const okUpload = await gateway.fetchAnonymously(`/datasets/notes/uploads?_csrf=${encodeURIComponent(csrf)}`, {
+      method: 'POST', headers: { Cookie: cookie, 'Content-Type': 'text/csv' }, body: 'id,body\n99,x\n',
+    })
+    assert.equal(okUpload.status, 303, 'the upload form carries its token in the query string')
+  })
+})
+
+describe('security headers', () => {
+  test('pages, API answers and files carry CSP, nosniff and no-framing headers', async () => {
+    const task = await finishedExport(gateway.adminToken, 'notes')
+    for (const path of ['/', '/api/tasks', '/sign-in', '/static/htmx.min.js', new URL(task.download!).pathname, '/no-such-page']) {
+      const res = path === '/sign-in' ? await gateway.fetchAnonymously(path) : await gateway.fetch(path)
+      const csp = res.headers.get('Content-Security-Policy') ?? ''
+      assert.match(csp, /default-src 'none'/, path)
+      assert.match(csp, /script-src 'self'(;|$)/, `${path}: scripts only from this origin, no inline`)
+      assert.match(csp, /frame-ancestors 'none'/, path)
+      assert.equal(res.headers.get('X-Content-Type-Options'), 'nosniff', path)
+      assert.equal(res.headers.get('X-Frame-Options'), 'DENY', path)
+      await res.arrayBuffer()
+    }
+  })
+})
+
+describe('tokens and ownership', () => {
+  test('only admins manage tokens; a revoked token stops working at once, its sessions too', async () => {
+    const user = await createToken({ name: 'script', role: 'user' })
+    assert.equal(user.status, 201)
+    assert.match(user.token, /^sluice_[A-Za-z0-9_-]{43}$/)
+    const [stored] = await db.sql`select token_hash from sluice.tokens where id = ${user.id}`
+    assert.notEqual(stored!.token_hash, user.token, 'only a hash is stored')
+    assert.equal(JSON.stringify(await db.sql`select * from sluice.tokens`).includes(user.token), false)
+
+    assert.equal((await gateway.fetch('/api/tokens', { headers: bearer(user.token) })).status, 403)
+    assert.equal((await gateway.fetch('/api/tokens', { method: 'POST', headers: bearer(user.token) })).status, 403)
+    assert.equal((await gateway.fetch('/tokens', { headers: bearer(user.token) })).status, 403)
+
+    const { cookie } = await signInWithForm(user.token)
+    assert.equal((await gateway.fetch('/api/tasks', { headers: bearer(user.token) })).status, 200)
+    const revoked = await gateway.fetch(`/api/tokens/${user.id}`, { method: 'DELETE' })
+    assert.equal(revoked.status, 200)
+    assert.ok(((await revoked.json()) as { revokedAt: string }).revokedAt)
+    assert.equal((await gateway.fetch('/api/tasks', { headers: bearer(user.token) })).status, 401)
+    assert.equal((await gateway.fetchAnonymously('/', { headers: { Cookie: cookie } })).status, 303, 'its session ended too')
+
+    assert.equal((await createToken({ name: '', role: 'user' })).status, 400)
+    assert.equal((await createToken({ name: 'x', role: 'root' })).status, 400)
+    const unknownRole = await createToken({ name: 'x', role: 'user', dbRole: 'no_such_role_anywhere' })
+    assert.equal(unknownRole.status, 400)
+    assert.match(String(unknownRole.json.error), /no PostgreSQL role named "no_such_role_anywhere"/)
+  })
+
+  test('a task and its file are visible to the token that made it and to admins only', async () => {
+    const alice = await createToken({ name: 'alice', role: 'user' })
+    const bob = await createToken({ name: 'bob', role: 'user' })
+    const task = await finishedExport(alice.token, 'notes')
+    assert.equal(task.state, 'succeeded')
+    const paths = [`/api/tasks/${task.id}`, `/api/tasks/${task.id}/download`, `/tasks/${task.id}`, `/tasks/${task.id}/status`]
+    for (const path of paths) {
+      assert.equal((await gateway.fetch(path, { headers: bearer(alice.token) })).status, 200, `alice: ${path}`)
+      assert.equal((await gateway.fetch(path)).status, 200, `admin: ${path}`)
+      const res = await gateway.fetch(path, { headers: bearer(bob.token) })
+      assert.equal(res.status, 404, `bob: ${path} is not found rather than forbidden`)
+    }
+    for (const action of ['cancel', 'retry']) {
+      assert.equal((await gateway.fetch(`/api/tasks/${task.id}/${action}`, { method: 'POST', headers: bearer(bob.token) })).status, 404, action)
+    }
+    const bobsList = (await (await gateway.fetch('/api/tasks', { headers: bearer(bob.token) })).json()) as TaskJson[]
+    assert.equal(bobsList.some((t) => t.id === task.id), false)
+    const alicesList = (await (await gateway.fetch('/api/tasks', { headers: bearer(alice.token) })).json()) as TaskJson[]
+    assert.deepEqual(alicesList.map((t) => t.id), [task.id])
+    const bobsHome = await (await gateway.fetch('/', { headers: bearer(bob.token) })).text()
+    assert.equal(bobsHome.includes(task.id.slice(0, 8)), false, "bob's home page does not list alice's task")
+
+    // Uploads too: bob cannot see alice's upload preview or import it.
+    const upload = await gateway.fetch('/datasets/notes/uploads', { method: 'POST', headers: { ...bearer(alice.token), 'Content-Type': 'text/csv' }, body: 'id,body\n501,x\n' })
+    assert.equal(upload.status, 303)
+    const uploadPath = upload.headers.get('Location')!
+    assert.equal((await gateway.fetch(uploadPath, { headers: bearer(alice.token) })).status, 200)
+    assert.equal((await gateway.fetch(uploadPath, { headers: bearer(bob.token) })).status, 404)
+    const stolen = await gateway.fetch(`${uploadPath}/imports`, { method: 'POST', headers: bearer(bob.token), body: new URLSearchParams({ column: 'id' }) })
+    assert.equal(stolen.status, 404)
+  })
+})
+
+describe("a token's PostgreSQL role", () => {
+  test('grants and row-level security decide what it lists, exports and imports', async () => {
+    const clerk = await createToken({ name: 'clerk', role: 'user', dbRole: clerkRole })
+    assert.equal(clerk.status, 201, JSON.stringify(clerk.json))
+
+    const listed = (await (await gateway.fetch('/api/datasets', { headers: bearer(clerk.token) })).json()) as { name: string; canImport: boolean }[]
+    assert.deepEqual(listed.map((d) => [d.name, d.canImport]), [['notes', true], ['regions', false]])
+
+    const denied = await exportAs(clerk.token, 'salaries')
+    assert.equal(denied.status, 404, 'a table the role cannot read does not exist for it')
+    assert.equal((await gateway.fetch('/datasets/salaries', { headers: bearer(clerk.token) })).status, 404)
+
+    const task = await finishedExport(clerk.token, 'regions', '?order=id')
+    assert.equal(task.state, 'succeeded')
+    const file = await (await gateway.fetch(new URL(task.download!).pathname, { headers: bearer(clerk.token) })).text()
+    assert.equal(file, 'id,region,amount\n1,north,10\n3,north,30\n', 'row-level security applied inside the export')
+
+    const importDenied = await gateway.fetch('/api/datasets/regions/imports', { method: 'POST', headers: { ...bearer(clerk.token), 'Content-Type': 'text/csv' }, body: 'id,region,amount\n9,west,1\n' })
+    assert.equal(importDenied.status, 403)
+    assert.match(((await importDenied.json()) as { error: string }).error, /not import into it/)
+
+    const imported = await gateway.fetch('/api/datasets/notes/imports', { method: 'POST', headers: { ...bearer(clerk.token), 'Content-Type': 'text/csv' }, body: 'id,body\n1001,from the clerk\n' })
+    assert.equal(imported.status, 202)
+    const done = await waitForTask(gateway, ((await imported.json()) as TaskJson).id)
+    assert.equal(done.state, 'succeeded', JSON.stringify(done))
+    const [row] = await db.sql`select body from notes where id = 1001`
+    assert.equal(row!.body, 'from the clerk')
+
+    // Upsert needs UPDATE, which the role lacks: the task fails saying so, and nothing changed.
+    const upsert = await gateway.fetch('/api/datasets/notes/imports?mode=upsert', { method: 'POST', headers: { ...bearer(clerk.token), 'Content-Type': 'text/csv' }, body: 'id,body\n1,changed\n' })
+    const failed = await waitForTask(gateway, ((await upsert.json()) as TaskJson).id)
+    assert.equal(failed.state, 'failed')
+    assert.equal(failed.errorCode, 'PERMISSION_DENIED')
+    assert.equal(failed.attempts, 1, 'a missing grant is not retried')
+    assert.match(failed.error!, /permission denied/)
+    const [note] = await db.sql`select body from notes where id = 1`
+    assert.equal(note!.body, 'note 1')
+  })
+})
+
+describe('signed download links', () => {
+  test('work without a session until they expire, and die with a changed signature or a revoked token', async () => {
+    const owner = await createToken({ name: 'sharer', role: 'user' })
+    const task = (await finishedExport(owner.token, 'notes', '?order=id&limit=3')) as TaskJson & { signedDownload: { url: string; expiresAt: string } }
+    assert.ok(task.signedDownload)
+    const hours = (Date.parse(task.signedDownload.expiresAt) - Date.now()) / 3600_000
+    assert.ok(hours > 23 && hours <= 25, `valid for about a day, got ${hours} h`)
+    const url = new URL(task.signedDownload.url)
+    const ok = await gateway.fetchAnonymously(url.pathname + url.search)
+    assert.equal(ok.status, 200)
+    assert.equal(await ok.text(), 'id,body\n1,note 1\n2,note 2\n3,note 3\n')
+
+    const tampered = new URL(url)
+    tampered.searchParams.set('expires', String(Number(url.searchParams.get('expires')) + 3600))
+    assert.equal((await gateway.fetchAnonymously(tampered.pathname + tampered.search)).status, 403, 'a longer expiry breaks the signature')
+    const otherTask = new URL(url)
+    otherTask.pathname = '/files/00000000-0000-4000-8000-000000000000'
+    assert.equal((await gateway.fetchAnonymously(otherTask.pathname + otherTask.search)).status, 403)
+    assert.equal((await gateway.fetchAnonymously(`/files/${task.id}`)).status, 403, 'no signature')
+
+    // A link signed with the real key but already past its time.
+    const [key] = await db.sql`select value from sluice.secrets where name = 'download_link_key'`
+    const [row] = await db.sql`select result_key from sluice.tasks where id = ${task.id}`
+    const stale = createLinkSigner(Buffer.from(key!.value, 'base64url')).sign(task.id, row!.result_key, new Date(Date.now() - 1000))
+    const expired = await gateway.fetchAnonymously(stale)
+    assert.equal(expired.status, 410)
+    assert.match(await expired.text(), /This download link has expired/)
+
+    await gateway.fetch(`/api/tokens/${owner.id}`, { method: 'DELETE' })
+    assert.equal((await gateway.fetchAnonymously(url.pathname + url.search)).status, 403, 'revoking the token revokes its links')
+  })
+})
+
+describe('dead letters', () => {
+  test('a failed task keeps its attempts and error, and can be run again from the API and from the page', async () => {
+    await db.sql`update export_switch set allowed = false`
+    const failed = await finishedExport(gateway.adminToken, 'guarded_rows')
+    assert.equal(failed.state, 'failed')
+    assert.equal(failed.attempts, 1)
+    assert.match(failed.error!, /the export switch is off/)
+    const page = await (await gateway.fetch(`/tasks/${failed.id}`)).text()
+    assert.match(page, /the export switch is off/)
+    assert.match(page, /id="retry-form"/, 'the page offers to run it again')
+
+    await db.sql`update export_switch set allowed = true`
+    const retried = await gateway.fetch(`/api/tasks/${failed.id}/retry`, { method: 'POST' })
+    assert.equal(retried.status, 202)
+    const done = (await waitForTask(gateway, failed.id)) as TaskJson & { details: { previousRun: { error: string; attempts: number } } }
+    assert.equal(done.state, 'succeeded')
+    assert.match(done.details.previousRun.error, /the export switch is off/, 'what ended the previous run is kept')
+    assert.equal(done.details.previousRun.attempts, 1)
+    assert.equal((await gateway.fetch(`/api/tasks/${failed.id}/retry`, { method: 'POST' })).status, 409, 'a succeeded task is not retried')
+
+    // From the page, as a signed-in browser would.
+    await db.sql`update export_switch set allowed = false`
+    const again = await finishedExport(gateway.adminToken, 'guarded_rows')
+    await db.sql`update export_switch set allowed = true`
+    const { cookie, csrf } = await signInWithForm(gateway.adminToken)
+    const form = await gateway.fetchAnonymously(`/tasks/${again.id}/retry`, {
+      method: 'POST', headers: { Cookie: cookie, 'Content-Type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ _csrf: csrf }),
+    })
+    assert.equal(form.status, 303)
+    assert.equal((await waitForTask(gateway, again.id)).state, 'succeeded')
+  })
+})

@@ -1,7 +1,12 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
+import { mkdtemp, rm } from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { createLinkSigner } from '../src/auth/index.ts'
+import { parseConfig } from '../src/config.ts'
+import { startGateway } from '../src/gateway.ts'
 import { createTestDatabase, type TestDatabase } from './support/database.ts'
 import { startTestGateway, waitForTask, type TaskJson, type TestGateway } from './support/gateway.ts'
 
@@ -374,5 +379,58 @@ describe('dead letters', () => {
     })
     assert.equal(form.status, 303)
     assert.equal((await waitForTask(gateway, again.id)).state, 'succeeded')
+  })
+})
+
+describe('first start', () => {
+  test('with no admin token anywhere, one is made and printed once as a sign-in link', async () => {
+    const fresh = await createTestDatabase()
+    const storageDir = await mkdtemp(path.join(os.tmpdir(), 'sluice-first-start-'))
+    const start = async () => {
+      const lines: string[] = []
+      const { config, problems } = parseConfig({ PORT: '0', STORAGE_DIR: storageDir, DATABASE_URL: fresh.url })
+      assert.deepEqual(problems, [])
+      const started = await startGateway(config, (line) => lines.push(line))
+      return { started, log: lines.join('\n') }
+    }
+    try {
+      const first = await start()
+      const link = /(http:\/\/\S+\/sign-in\?token=(sluice_\S+))/.exec(first.log)
+      assert.ok(link, `the log shows a sign-in link: ${first.log}`)
+      const [stored] = await fresh.sql`select count(*)::int as n, bool_and(role = 'admin') as admin from sluice.tokens`
+      assert.deepEqual({ ...stored }, { n: 1, admin: true })
+
+      // The link fills in the form; the click signs in.
+      const form = await fetch(link[1]!, { redirect: 'manual' })
+      const html = await form.text()
+      assert.match(html, new RegExp(`name="token" value="${link[2]}"`))
+      const formKey = /name="_csrf" value="([^"]+)"/.exec(html)![1]!
+      const signedIn = await fetch(`${first.started.url}/sign-in`, {
+        method: 'POST', redirect: 'manual',
+        headers: { 'Content-Type': 'application/x-www-form-urlencoded', Cookie: form.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ') },
+        body: new URLSearchParams({ token: link[2]!, next: '/', _csrf: formKey }),
+      })
+      assert.equal(signedIn.status, 303)
+      const cookie = signedIn.headers.getSetCookie().find((c) => c.startsWith('sluice_session='))!.split(';')[0]!
+      const tokensPage = await fetch(`${first.started.url}/tokens`, { headers: { Cookie: cookie } })
+      assert.equal(tokensPage.status, 200, 'the printed token is an admin')
+      await first.started.stop(1_000)
+
+      const second = await start()
+      assert.doesNotMatch(second.log, /sign-in\?token=/, 'a live admin token exists: nothing new is printed')
+      await second.started.stop(1_000)
+      const [after] = await fresh.sql`select count(*)::int as n from sluice.tokens`
+      assert.equal(after!.n, 1)
+    } finally {
+      await fresh.drop()
+      await rm(storageDir, { recursive: true, force: true })
+    }
+  })
+
+  test('GATEWAY_ADMIN_TOKEN is refused when short, and otherwise works as an admin token', async () => {
+    assert.match(parseConfig({ GATEWAY_ADMIN_TOKEN: 'short' }).problems.join(), /at least 24 printable characters/)
+    assert.match(parseConfig({ GATEWAY_ADMIN_TOKEN: 'has spaces in it but is long enough' }).problems.join(), /GATEWAY_ADMIN_TOKEN/)
+    const res = await gateway.fetch('/api/tokens')
+    assert.equal(res.status, 200, 'the test gateway runs with GATEWAY_ADMIN_TOKEN and it is an admin')
   })
 })

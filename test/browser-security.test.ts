@@ -48,13 +48,12 @@ async function watchedPage(): Promise<{ page: Page; dialogs: string[]; violation
     dialogs.push(d.message())
     void d.dismiss()
   })
-  await page.addInitScript(() => {
-    const w = window as unknown as { __violations: string[] }
-    w.__violations = []
-    document.addEventListener('securitypolicyviolation', (e) => w.__violations.push(`${e.violatedDirective} ${e.blockedURI}`))
+  // Strings rather than functions: the tests are type-checked without the DOM's types.
+  await page.addInitScript({
+    content: `window.__violations = []; document.addEventListener('securitypolicyviolation', (e) => window.__violations.push(e.violatedDirective + ' ' + e.blockedURI))`,
   })
   await signIn(page, gateway.url, gateway.adminToken)
-  return { page, dialogs, violations: () => page.evaluate(() => (window as unknown as { __violations: string[] }).__violations) }
+  return { page, dialogs, violations: () => page.evaluate('window.__violations') as Promise<string[]> }
 }
 
 async function assertEscaped(pathname: string, payloads: string[]) {
@@ -105,7 +104,7 @@ test('hostile dataset, column, cell, error and token names are shown as text on 
   assert.match(await page.locator('.error').innerText(), /no dataset named "<i>missing<\/i>"/)
 
   assert.deepEqual(dialogs, [], 'no payload opened a dialog')
-  assert.equal(await page.evaluate(() => (window as unknown as { __xss?: string }).__xss), undefined)
+  assert.equal(await page.evaluate('window.__xss'), undefined)
   assert.deepEqual(await violations(), [], 'our own pages need nothing the CSP forbids (htmx included)')
 
   for (const pathname of ['/', tablePath, uploadPath, taskPath, '/tokens']) {
@@ -120,12 +119,8 @@ test('the CSP blocks an inline script even if one got into a page', async () => 
   // The second line of defence, checked directly: a page of ours with a script the server did not send.
   const { page, dialogs, violations } = await watchedPage()
   await page.goto(`${gateway.url}/`)
-  await page.evaluate(() => {
-    const s = document.createElement('script')
-    s.textContent = 'window.__xss = "injected"'
-    document.body.append(s)
-  })
-  assert.equal(await page.evaluate(() => (window as unknown as { __xss?: string }).__xss), undefined)
+  await page.evaluate(`{ const s = document.createElement('script'); s.textContent = 'window.__xss = "injected"'; document.body.append(s) }`)
+  assert.equal(await page.evaluate('window.__xss'), undefined)
   assert.ok((await violations()).some((v) => v.startsWith('script-src')), 'the browser reports the blocked script')
   assert.deepEqual(dialogs, [])
   await page.close()

@@ -56,6 +56,12 @@ export async function startGateway(config: Config, log: (message: string) => voi
     const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s))
     s.once('error', reject)
   })
+  // Node ends any request still arriving after 5 minutes (requestTimeout): a 5 GB upload
+  // over a slow link would die. Instead a connection that stays silent for 2 minutes is
+  // dropped; headersTimeout (60 s) still guards against slowly trickled headers.
+  const http = server as unknown as { requestTimeout: number; setTimeout: (ms: number) => void }
+  http.requestTimeout = 0
+  http.setTimeout(120_000)
   const { port } = server.address() as AddressInfo
   const host = config.host.includes(':') ? `[${config.host}]` : config.host
   const url = `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`

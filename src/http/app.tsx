@@ -1,10 +1,11 @@
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
-import { Hono } from 'hono'
+import { Hono, type MiddlewareHandler } from 'hono'
+import { bodyLimit } from 'hono/body-limit'
 import type { LinkSigner, Principal } from '../auth/index.ts'
 import type { Config } from '../config.ts'
 import type { Sql } from '../db/client.ts'
-import { isTransient, isUserError } from '../errors.ts'
+import { isTransient, isUserError, UserError } from '../errors.ts'
 import type { Storage } from '../storage/index.ts'
 import { ErrorPage } from '../../views/error-page.tsx'
 import { apiRoutes } from './api.ts'
@@ -29,6 +30,20 @@ const require = createRequire(import.meta.url)
 // Served from node_modules under our own path: there is no CDN on the machines this runs on.
 const HTMX = readFileSync(require.resolve('htmx.org/dist/htmx.min.js'))
 
+/** Uploads stream to disk under MAX_UPLOAD_BYTES; every other body is a small form or JSON. */
+const UPLOAD_PATH = /^\/(api\/)?datasets\/[^/]+\/(uploads|imports)$/
+const FORM_BODY_LIMIT = 1024 * 1024
+
+function limitFormBodies(): MiddlewareHandler<AppEnv> {
+  const limit = bodyLimit({
+    maxSize: FORM_BODY_LIMIT,
+    onError: () => {
+      throw new UserError('BODY_TOO_LARGE', `This request's body is over ${FORM_BODY_LIMIT / 1024} KiB; only uploads may be larger.`, 413)
+    },
+  })
+  return (c, next) => (UPLOAD_PATH.test(c.req.path) ? next() : limit(c, next))
+}
+
 export function createApp(deps: Deps) {
   const app = new Hono<AppEnv>()
 
@@ -38,6 +53,7 @@ export function createApp(deps: Deps) {
     await next()
   })
   app.use(securityHeaders())
+  app.use(limitFormBodies())
   app.use(authenticate())
 
   app.get('/healthz', async (c) => {

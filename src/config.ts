@@ -13,8 +13,10 @@ export type Config = Readonly<{
   /** A running task whose lease is not renewed for this long is taken up again by another process. */
   taskLeaseSeconds: number
   taskMaxAttempts: number
-  /** How long finished files stay downloadable. */
+  /** How long finished files stay downloadable and uploads are kept. */
   fileRetentionHours: number
+  /** How often the retention sweep deletes expired, orphan and stale temp files. */
+  retentionSweepSeconds: number
   /** On SIGTERM, how long running tasks may go on before they are handed back to the queue. */
   shutdownGraceSeconds: number
   /** Largest upload accepted, counted after gzip is inflated. */
@@ -38,6 +40,7 @@ const DEFAULTS = {
   TASK_LEASE_SECONDS: '30',
   TASK_MAX_ATTEMPTS: '3',
   FILE_RETENTION_HOURS: '168',
+  RETENTION_SWEEP_SECONDS: '900',
   SHUTDOWN_GRACE_SECONDS: '20',
   MAX_UPLOAD_BYTES: String(5 * 1024 ** 3),
   SEED_DEMO: 'true',
@@ -92,6 +95,7 @@ export function parseConfig(env: Env): { config: Config; problems: string[] } {
     taskLeaseSeconds: integer('TASK_LEASE_SECONDS', 2, 3600),
     taskMaxAttempts: integer('TASK_MAX_ATTEMPTS', 1, 100),
     fileRetentionHours: integer('FILE_RETENTION_HOURS', 1, 24 * 365 * 10),
+    retentionSweepSeconds: integer('RETENTION_SWEEP_SECONDS', 1, 24 * 3600),
     shutdownGraceSeconds: integer('SHUTDOWN_GRACE_SECONDS', 0, 3600),
     maxUploadBytes: integer('MAX_UPLOAD_BYTES', 1, Number.MAX_SAFE_INTEGER),
     seedDemo: boolean('SEED_DEMO'),

@@ -15,7 +15,7 @@ const KEY_PATTERN = /^(exports|uploads|reports)\/\d{4}-\d{2}-\d{2}\/[0-9a-f-]{36
 
 export function createStorage(root: string) {
   const tmpDir = path.join(root, 'tmp')
-  return { root, prepare, newKey, newTempPath, pathOf, commit, remove, size }
+  return { root, tmpDir, prepare, newKey, newTempPath, isKey, pathOf, commit, remove, size }
 
   async function prepare() {
     await fs.mkdir(tmpDir, { recursive: true })
@@ -31,9 +31,14 @@ export function createStorage(root: string) {
     return path.join(tmpDir, `${randomUUID()}.part`)
   }
 
+  /** Whether `key` has the shape of a key we make (no other name is ever read or deleted). */
+  function isKey(key: string): boolean {
+    return KEY_PATTERN.test(key)
+  }
+
   /** The absolute path of a stored key; throws on anything that is not a key we made. */
   function pathOf(key: string): string {
-    if (!KEY_PATTERN.test(key)) throw new Error(`not a storage key: ${JSON.stringify(key)}`)
+    if (!isKey(key)) throw new Error(`not a storage key: ${JSON.stringify(key)}`)
     return path.join(root, key)
   }
 

@@ -149,6 +149,48 @@ test('odd identifiers work in select, filters, order and the file name', async (
   assert.deepEqual(dotted, [['a.b'], ['30'], ['20'], ['10']])
 })
 
+describe('excelSafe=true neutralises cells a spreadsheet would run as formulas', () => {
+  before(async () => {
+    await db.sql.unsafe(`
+      create type mood as enum ('=calm', 'fine');
+      create table cells (id int primary key, body text, label varchar(40), feeling mood, amount numeric, tags text[]);
+      insert into cells values
+        (1, '=HYPERLINK("http://evil.example","click")', '+cmd|calc', '=calm', -5, '{=x}'),
+        (2, '@SUM(A1:A9)', '-2+3', 'fine', 1.5, null),
+        (3, E'\\tTAB', E'\\rCR', null, null, null),
+        (4, '-4', '+1.5e3', 'fine', -0.25, '{}'),
+        (5, 'plain = text', '', null, 0, null),
+        (6, null, '-', null, null, null);
+    `)
+  })
+
+  test('text, varchar and enum cells starting with = + - @ tab or CR get an apostrophe; numbers, NULLs and other cells are untouched', async () => {
+    const rows = await exportRows('cells', 'excelSafe=true&order=id')
+    assert.deepEqual(rows, [
+      ['id', 'body', 'label', 'feeling', 'amount', 'tags'],
+      ['1', `'=HYPERLINK("http://evil.example","click")`, "'+cmd|calc", "'=calm", '-5', '{=x}'],
+      ['2', "'@SUM(A1:A9)", "'-2+3", 'fine', '1.5', null],
+      ['3', "'\tTAB", "'\rCR", null, null, null],
+      ['4', '-4', '+1.5e3', 'fine', '-0.25', '{}'],
+      ['5', 'plain = text', '', null, '0', null],
+      ['6', null, "'-", null, null, null],
+    ])
+  })
+
+  test('without it, the cells are exported exactly as stored', async () => {
+    const rows = await exportRows('cells', 'order=id&select=id,body,label')
+    assert.deepEqual(rows.slice(1, 3), [['1', '=HYPERLINK("http://evil.example","click")', '+cmd|calc'], ['2', '@SUM(A1:A9)', '-2+3']])
+  })
+
+  test('the page form offers it, and a bad value is a 400', async () => {
+    const page = await (await gateway.fetch('/datasets/cells')).text()
+    assert.match(page, /name="excelSafe"/)
+    const res = await gateway.fetch('/api/datasets/cells/exports?excelSafe=maybe', { method: 'POST' })
+    assert.equal(res.status, 400)
+    assert.match(((await res.json()) as { error: string }).error, /excelSafe must be true or false/)
+  })
+})
+
 describe('bad requests are a 400 naming the problem, and queue nothing', () => {
   const cases: [string, RegExp][] = [
     ['nope=eq.1', /"nope" is not a column of people/],

@@ -71,6 +71,9 @@ export function DatasetPage(props: { dataset: Dataset; error?: string }) {
           </label>
           <label>Limit <input type="number" name="limit" min="0" /></label>
           <label><input type="checkbox" name="gzip" value="true" /> gzip</label>
+          <label title="Cells starting with = + - @ get a leading apostrophe, so a spreadsheet shows them instead of running them">
+            <input type="checkbox" name="excelSafe" value="true" /> safe for spreadsheets
+          </label>
         </fieldset>
         <button type="submit">Export</button>
       </form>

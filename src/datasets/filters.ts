@@ -81,6 +81,10 @@ function parseFilter(column: string, text: string): Filter {
   if (op in PATTERNS) {
     // PostgREST's `*` wildcard, so patterns survive URLs without escaping `%`.
     const value = op === 'like' || op === 'ilike' ? operand.replaceAll('*', '%') : operand
+    // PostgreSQL only finds this when the query runs (EXPLAIN does not), so the export would fail later.
+    if ((op === 'like' || op === 'ilike') && (/\\+$/.exec(value)?.[0].length ?? 0) % 2 === 1) {
+      throw badFilter(`filter ${column}=${text}: a ${op} pattern cannot end with a lone backslash (it escapes the next character; write \\\\ for a backslash)`)
+    }
     return { column, negate, op: op as keyof typeof PATTERNS, value }
   }
   if (op === 'in') {

@@ -69,6 +69,7 @@ export async function listDatasets(sql: Sql, schema: string, onlyName: string | 
 }
 
 export async function findDataset(sql: Sql, schema: string, name: string): Promise<Dataset | null> {
+  if (name.includes('\0')) return null // no name holds NUL, and PostgreSQL text refuses it (an error, not "not found")
   const [dataset] = await listDatasets(sql, schema, name)
   return dataset ?? null
 }

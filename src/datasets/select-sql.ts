@@ -1,5 +1,6 @@
 import type { Sql } from '../db/client.ts'
 import { UserError } from '../errors.ts'
+import { neutralizeFormulaSql } from '../spreadsheet-formulas.ts'
 import { COMPARISONS, PATTERNS, type Filter, type RowQuery } from './filters.ts'
 import type { Dataset } from './queries.ts'
 
@@ -15,12 +16,18 @@ export const quoteIdent = (name: string) => `"${name.replaceAll('"', '""')}"`
  * Postgres's own quote_literal in one round trip, so no request text is pasted
  * into SQL unquoted.
  */
-export async function buildSelectSql(sql: Sql, dataset: Dataset, query: RowQuery): Promise<string> {
+export async function buildSelectSql(sql: Sql, dataset: Dataset, query: RowQuery, options: { excelSafe?: boolean } = {}): Promise<string> {
   const literals = await quoteLiterals(sql, collectValues(query.filters))
   const next = () => literals.shift()!
 
   const columns = query.columns.length > 0 ? query.columns : dataset.columns.map((c) => c.name)
-  const lines = [`select ${columns.map(quoteIdent).join(', ')}`, `from ${quoteIdent(dataset.schema)}.${quoteIdent(dataset.name)}`]
+  const output = (name: string) => {
+    const category = dataset.columns.find((c) => c.name === name)?.typeCategory
+    // Only strings, enums and other user-defined types can start with = + - @; numbers, dates, arrays cannot.
+    if (!options.excelSafe || !['S', 'E', 'U'].includes(category ?? 'U')) return quoteIdent(name)
+    return `${neutralizeFormulaSql(`${quoteIdent(name)}::text`)} as ${quoteIdent(name)}`
+  }
+  const lines = [`select ${columns.map(output).join(', ')}`, `from ${quoteIdent(dataset.schema)}.${quoteIdent(dataset.name)}`]
   if (query.filters.length > 0) lines.push(`where ${query.filters.map((f) => condition(f, next)).join('\n  and ')}`)
   if (query.order.length > 0) {
     lines.push(`order by ${query.order.map((o) => `${quoteIdent(o.column)} ${o.direction}${o.nulls ? ` nulls ${o.nulls}` : ''}`).join(', ')}`)

@@ -24,7 +24,7 @@ export async function requestExport(
     const dataset = await findDataset(tx, options.schema, datasetName)
     if (!dataset) throw new UserError('DATASET_NOT_FOUND', `There is no dataset named "${datasetName}".`, 404)
     const { params, query } = parseExportRequest(pairs, dataset)
-    return { dataset, params, estimate: await planSelect(tx, await buildSelectSql(tx, dataset, query)) }
+    return { dataset, params, estimate: await planSelect(tx, await buildSelectSql(tx, dataset, query, { excelSafe: params.excelSafe })) }
   })
   return enqueueTask(sql, {
     kind: 'export', dataset: dataset.name, params, progressTotal: estimate, maxAttempts: options.maxAttempts,

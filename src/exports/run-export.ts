@@ -26,7 +26,7 @@ export async function writeExport(reader: Sql, storage: Storage, schema: string,
   if (!dataset) throw new UserError('DATASET_NOT_FOUND', `The dataset "${task.dataset}" no longer exists or may no longer be read.`, 404)
   // Parsed again against today's columns: one that was dropped since the request fails clearly.
   const query = parseRowQuery(params.query, dataset, EXPORT_OPTION_KEYS)
-  const selectSql = await buildSelectSql(reader, dataset, query)
+  const selectSql = await buildSelectSql(reader, dataset, query, { excelSafe: params.excelSafe === true })
 
   const tempPath = storage.newTempPath()
   const key = storage.newKey('exports', params.gzip ? '.csv.gz' : '.csv')

@@ -3,6 +3,7 @@ import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { stringify } from 'csv-stringify'
 import type { Sql } from '../db/client.ts'
+import { neutralizeFormula } from '../spreadsheet-formulas.ts'
 import { measureFile, type Storage } from '../storage/index.ts'
 import { ERRORS, STAGING } from './validate.ts'
 
@@ -39,15 +40,3 @@ export async function writeErrorReport(tx: Sql, storage: Storage, dataset: strin
   }
   return { key, name: `${dataset}-errors-${new Date().toISOString().slice(0, 10)}.csv`, size: measure.size(), sha256: measure.sha256() }
 }
-
-/**
- * A spreadsheet runs a cell starting with = + - @ (or a tab/CR before them) as a
- * formula; the report is opened in one, so such cells get a leading apostrophe,
- * unless they are plain numbers.
- */
-function neutralizeFormula(value: unknown): unknown {
-  if (typeof value !== 'string' || !/^[=+\-@\t\r]/.test(value) || PLAIN_NUMBER.test(value)) return value
-  return `'${value}`
-}
-
-const PLAIN_NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/ // -4 is data, not a formula

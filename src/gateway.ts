@@ -8,6 +8,7 @@ import { startEmbeddedPostgres, type EmbeddedPostgres } from './db/embedded.ts'
 import { migrateDatabase } from './db/migrate.ts'
 import { seedDemoDataset } from './datasets/demo.ts'
 import { createApp } from './http/index.ts'
+import { startRetentionSweeper } from './retention/index.ts'
 import { createStorage } from './storage/index.ts'
 import { startDispatcher } from './tasks/dispatcher.ts'
 
@@ -51,6 +52,11 @@ export async function startGateway(config: Config, log: (message: string) => voi
     concurrency: config.taskConcurrency, leaseSeconds: config.taskLeaseSeconds,
     fileRetentionHours: config.fileRetentionHours, log: (m) => log(`[tasks] ${m}`),
   })
+  const retention = startRetentionSweeper({
+    sql, storage, intervalMs: config.retentionSweepSeconds * 1000, log,
+    // Temp files get longer: a slow query can keep an export's temp file unwritten for a while.
+    settings: { retentionHours: config.fileRetentionHours, orphanGraceMs: 3600_000, staleTempMs: 6 * 3600_000 },
+  })
   const app = createApp({ sql, config, storage, linkSigner, isReady: () => databaseAnswers(sql) })
   const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
     const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s))
@@ -62,6 +68,7 @@ export async function startGateway(config: Config, log: (message: string) => voi
   const http = server as unknown as { requestTimeout: number; setTimeout: (ms: number) => void }
   http.requestTimeout = 0
   http.setTimeout(120_000)
+  server.on('clientError', answerUnparsableRequest)
   const { port } = server.address() as AddressInfo
   const host = config.host.includes(':') ? `[${config.host}]` : config.host
   const url = `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`
@@ -72,13 +79,13 @@ export async function startGateway(config: Config, log: (message: string) => voi
   }
 
   let stopping: Promise<void> | null = null
-  return { url, port, databaseUrl, sql, dispatcher, stop: (graceMs = 10_000) => (stopping ??= stop(graceMs)) }
+  return { url, port, databaseUrl, sql, dispatcher, retention, storage, stop: (graceMs = 10_000) => (stopping ??= stop(graceMs)) }
 
   async function stop(graceMs: number) {
     const closed = new Promise<void>((resolve) => server.close(() => resolve()))
     // close() waits for keep-alive sockets; idle ones would hold the shutdown for seconds.
     ;(server as { closeIdleConnections?: () => void }).closeIdleConnections?.()
-    await Promise.all([closed, dispatcher.stop(graceMs)])
+    await Promise.all([closed, dispatcher.stop(graceMs), retention.stop()])
     await sql.end({ timeout: 5 })
     await embedded?.stop()
   }
@@ -89,3 +96,19 @@ async function databaseAnswers(sql: ReturnType<typeof openDatabase>): Promise<bo
   const probe = sql`select 1 from sluice.migrations limit 1`.then(() => true, () => false)
   return Promise.race([probe, timeout])
 }
+
+/**
+ * Requests Node refuses before any route runs (headers over its 16 KiB limit, a
+ * malformed request line) get the same JSON error shape as the API, not a bare status line.
+ */
+function answerUnparsableRequest(err: NodeJS.ErrnoException, socket: import('node:stream').Duplex) {
+  if (!socket.writable || err.code === 'ECONNRESET') return void socket.destroy()
+  const [status, code, error] = err.code === 'HPE_HEADER_OVERFLOW'
+    ? ['431 Request Header Fields Too Large', 'HEADERS_TOO_LARGE', 'The request headers are larger than the 16 KiB this server accepts.']
+    : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? ['408 Request Timeout', 'REQUEST_TIMEOUT', 'The request took too long to arrive.']
+      : ['400 Bad Request', 'BAD_REQUEST', 'The request is not valid HTTP.']
+  const body = JSON.stringify({ error, code })
+  socket.end(`HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+}
+

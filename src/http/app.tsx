@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs'
+import type { IncomingMessage } from 'node:http'
 import { createRequire } from 'node:module'
 import { Hono, type MiddlewareHandler } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
@@ -41,7 +42,25 @@ function limitFormBodies(): MiddlewareHandler<AppEnv> {
       throw new UserError('BODY_TOO_LARGE', `This request's body is over ${FORM_BODY_LIMIT / 1024} KiB; only uploads may be larger.`, 413)
     },
   })
-  return (c, next) => (UPLOAD_PATH.test(c.req.path) ? next() : limit(c, next))
+  // GET and HEAD carry no body we read. Asking for one (`c.req.raw.body`) makes
+  // @hono/node-server build a full web Request with an AbortController: that was most
+  // of a status poll's cost, and polls are the gateway's commonest request.
+  return (c, next) => (UPLOAD_PATH.test(c.req.path) || c.req.method === 'GET' || c.req.method === 'HEAD' ? next() : limit(c, next))
+}
+
+/**
+ * A response sent before the request's body has all arrived (an upload refused at its
+ * size limit, a 404 to a large POST) ends the connection. Otherwise the client may send
+ * its next request on that connection just as the server closes it, after giving up on
+ * the rest of the body (@hono/node-server drains for 500 ms, then closes): the next
+ * request fails with "other side closed" (found by test/fuzz.test.ts).
+ */
+function closeWhenBodyUnread(): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    await next()
+    const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming
+    if (incoming && !incoming.complete) c.header('Connection', 'close')
+  }
 }
 
 export function createApp(deps: Deps) {
@@ -52,6 +71,7 @@ export function createApp(deps: Deps) {
     c.set('requestId', crypto.randomUUID())
     await next()
   })
+  app.use(closeWhenBodyUnread())
   app.use(securityHeaders())
   app.use(limitFormBodies())
   app.use(authenticate())
@@ -78,6 +98,11 @@ export function createApp(deps: Deps) {
 
   app.onError((err, c) => {
     const isApi = c.req.path.startsWith('/api/')
+    // A form body that cannot be parsed (multipart without its boundary, a cut body) is the
+    // sender's mistake, not ours. The runtime's TypeError carries no code: only its message says so.
+    if (err instanceof TypeError && /parse body as FormData/i.test(err.message)) {
+      err = new UserError('BAD_FORM', 'The form body could not be read: send it as application/x-www-form-urlencoded, or multipart/form-data with its boundary.', 400)
+    }
     if (isUserError(err)) {
       if (err.status === 401) c.header('WWW-Authenticate', 'Bearer realm="sluice"')
       if (isApi) return c.json({ error: err.message, code: err.code }, err.status)

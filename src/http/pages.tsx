@@ -202,6 +202,7 @@ export function formToQuery(form: FormBody): [string, string][] {
   const limit = all('limit')[0]
   if (limit) pairs.push(['limit', limit])
   if (all('gzip').length > 0) pairs.push(['gzip', 'true'])
+  if (all('excelSafe').length > 0) pairs.push(['excelSafe', 'true'])
   return pairs
 }
 

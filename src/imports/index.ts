@@ -4,6 +4,8 @@ import { UserError } from '../errors.ts'
 import type { Storage } from '../storage/index.ts'
 import { enqueueTask, type TaskRow } from '../tasks/queries.ts'
 import { parseImportOptions, type ImportOptions } from './options.ts'
+import { refuseFieldCountBomb } from './preview.ts'
+import type { DialectOverrides } from './dialect.ts'
 import type { ImportParams } from './run-import.ts'
 import { storeUpload, type StoredUpload } from './upload.ts'
 
@@ -34,8 +36,14 @@ export async function findTable(sql: Sql, schema: string, name: string, requeste
 }
 
 /** Stores the request's file and records it; the options were checked before a byte was read. */
-export async function receiveUpload(sql: Sql, storage: Storage, dataset: Dataset, request: Request, maxBytes: number, requester: Requester): Promise<UploadRow & { fields: Record<string, string> }> {
+export async function receiveUpload(sql: Sql, storage: Storage, dataset: Dataset, request: Request, maxBytes: number, requester: Requester, overrides: DialectOverrides = {}): Promise<UploadRow & { fields: Record<string, string> }> {
   const stored: StoredUpload = await storeUpload(request, storage, maxBytes)
+  try {
+    await refuseFieldCountBomb(storage.pathOf(stored.key), overrides)
+  } catch (err) {
+    await storage.remove(stored.key)
+    throw err
+  }
   const [row] = await sql<UploadRow[]>`
     insert into sluice.uploads (dataset, storage_key, file_name, size, sha256, owner_id)
     values (${dataset.name}, ${stored.key}, ${stored.fileName}, ${stored.size}, ${stored.sha256}, ${requester.ownerId})
@@ -61,6 +69,6 @@ export async function enqueueImport(sql: Sql, upload: UploadRow, options: Import
 export async function requestImport(sql: Sql, storage: Storage, settings: { schema: string; maxUploadBytes: number; maxAttempts: number }, requester: Requester, datasetName: string, pairs: [string, string][], request: Request): Promise<TaskRow> {
   const dataset = await findTable(sql, settings.schema, datasetName, requester)
   const options = parseImportOptions(pairs, dataset)
-  const upload = await receiveUpload(sql, storage, dataset, request, settings.maxUploadBytes, requester)
+  const upload = await receiveUpload(sql, storage, dataset, request, settings.maxUploadBytes, requester, options.dialect)
   return enqueueImport(sql, upload, options, settings.maxAttempts, requester)
 }

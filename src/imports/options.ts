@@ -1,6 +1,6 @@
 import { splitList, type Dataset } from '../datasets/index.ts'
 import { UserError } from '../errors.ts'
-import type { DialectOverrides } from './dialect.ts'
+import { normalizeEncoding, type DialectOverrides } from './dialect.ts'
 
 export type ImportMode = 'insert' | 'upsert' | 'replace'
 
@@ -60,7 +60,7 @@ export function parseImportOptions(pairs: Iterable<[string, string]>, dataset: D
 
   const dialect: DialectOverrides = {}
   const encoding = values.get('encoding')
-  if (encoding) dialect.encoding = encoding
+  if (encoding) dialect.encoding = supportedEncoding(encoding)
   const delimiter = values.get('delimiter')
   if (delimiter !== undefined) dialect.delimiter = singleCharacter('delimiter', DELIMITER_NAMES[delimiter] ?? delimiter)
   const quote = values.get('quote')
@@ -69,6 +69,7 @@ export function parseImportOptions(pairs: Iterable<[string, string]>, dataset: D
   if (escape !== undefined) dialect.escape = escape === '' || escape === 'none' ? null : singleCharacter('escape', escape)
   const header = values.get('header')
   if (header !== undefined) dialect.header = boolean('header', header)
+  if (dialect.delimiter !== undefined && dialect.delimiter === dialect.quote) throw bad('the delimiter and the quote must differ')
 
   return { mode, key, onError, dryRun, dialect, columns }
 }
@@ -83,6 +84,16 @@ function boolean(name: string, value: string): boolean {
   if (['true', '1', 'yes', 'on', ''].includes(v)) return true
   if (['false', '0', 'no', 'off'].includes(v)) return false
   throw bad(`${name} must be true or false, got "${value}"`)
+}
+
+// Checked now, not when the task runs: an unknown encoding would otherwise be stored and fail later.
+function supportedEncoding(name: string): string {
+  try {
+    normalizeEncoding(name)
+  } catch (err) {
+    throw bad((err as Error).message)
+  }
+  return name
 }
 
 function singleCharacter(name: string, value: string): string {

@@ -31,7 +31,7 @@ export type CsvReadError = Error & { code: CsvReadErrorCode; line: number }
 type Limits = { maxFieldBytes: number; maxFields: number }
 type ParsedItem = ParsedRecord | { failure: unknown }
 
-const READ_DEFAULTS: Limits = { maxFieldBytes: 16 * 1024 * 1024, maxFields: 10_000 }
+export const READ_DEFAULTS: Limits = { maxFieldBytes: 16 * 1024 * 1024, maxFields: 10_000 }
 
 // All three are accepted in every file: a 64 KiB sample cannot promise what the rest uses.
 const RECORD_DELIMITERS = ['\r\n', '\n', '\r']

@@ -271,10 +271,14 @@ const ROLLBACK = Symbol('rollback')
 /** One row of COPY's text format: tab-separated, \N for NULL, backslash escapes. */
 function stagingLine(record: CsvRecord, width: number): string {
   const { fields } = record
-  const ragged = fields.length === width ? '\\N' : escapeCopy(`has ${fields.length} fields where the header has ${width}`)
-  let line = `${record.line}\t${ragged}`
+  // A NUL cannot be staged (PostgreSQL text refuses it, failing the whole COPY): the row is
+  // marked bad like a ragged one, and staged without its NULs for the error report.
+  const nul = fields.findIndex((value, i) => i < width && value.includes('\0'))
+  const problem = fields.length !== width ? `has ${fields.length} fields where the header has ${width}`
+    : nul >= 0 ? `field ${nul + 1} holds a NUL character (byte 0x00), which PostgreSQL cannot store in text` : null
+  let line = `${record.line}\t${problem === null ? '\\N' : escapeCopy(problem)}`
   for (let i = 0; i < width; i++) {
-    const value = fields[i]
+    const value = nul >= 0 ? fields[i]?.replaceAll('\0', '') : fields[i]
     line += value === undefined || (value === '' && !record.quotedEmpty.includes(i)) ? '\t\\N' : `\t${escapeCopy(value)}`
   }
   return `${line}\n`

@@ -1,14 +1,18 @@
 import { createWriteStream } from 'node:fs'
-import { pipeline as pipelineCallback, Readable } from 'node:stream'
+import { pipeline as pipelineCallback, Readable, Transform, type TransformCallback } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { createGunzip } from 'node:zlib'
 import busboy from 'busboy'
-import { UserError } from '../errors.ts'
+import { isUserError, UserError } from '../errors.ts'
 import { measureFile, type Storage } from '../storage/index.ts'
 
 export type StoredUpload = { key: string; size: number; sha256: string; fileName: string | null; fields: Record<string, string> }
 
 const GZIP_MAGIC = [0x1f, 0x8b]
+// The reader takes records up to 16 MiB (read-records.ts); a line four times that in bytes
+// (four bytes a character covers every encoding read) can never be imported, so a field
+// of a gigabyte with no line break stops the upload at once instead of filling the disk.
+const MAX_LINE_BYTES = 64 * 1024 * 1024
 const RAW_TYPES = ['text/csv', 'text/plain', 'text/tab-separated-values', 'application/csv', 'application/octet-stream', 'application/gzip', 'application/x-gzip', 'application/vnd.ms-excel']
 
 /**
@@ -40,21 +44,43 @@ function storeMultipart(source: Readable, contentType: string, storage: Storage,
     const fields: Record<string, string> = {}
     let stored: Promise<Omit<StoredUpload, 'fields' | 'fileName'>> | null = null
     let fileName: string | null = null
+    let moreFiles = false
     let parser: busboy.Busboy
     try {
       parser = busboy({ headers: { 'content-type': contentType }, limits: { files: 1, fields: 100, fieldSize: 64 * 1024, parts: 110 } })
     } catch {
       return reject(new UserError('BAD_MULTIPART', 'The multipart body could not be read (no boundary).', 400))
     }
+    // A refused body may already have a whole file stored: remove it before answering.
+    const fail = (err: Error) => {
+      const discarded = stored ? stored.then((upload) => storage.remove(upload.key), () => {}) : Promise.resolve()
+      discarded.catch(() => {}).finally(() => reject(err))
+    }
     parser.on('field', (name, value) => { fields[name] = value })
     parser.on('file', (name, file, info) => {
       if (name !== 'file' || stored) return file.resume()
       fileName = info.filename ?? null
+      let fileError: unknown = null // busboy ends the file with an error when the body ends inside it
+      file.once('error', (err) => { fileError = err })
       stored = storeStream(file, storage, maxBytes)
-      stored.catch(() => {}) // reported below, once the whole body is read
+      stored.catch((err) => {
+        // The failed pipeline destroyed busboy's file stream, and busboy waits for it to be
+        // read before parsing on (a full disk hung here): stop parsing, drain the request, answer.
+        source.unpipe(parser)
+        source.resume()
+        const cutShort = err === fileError && !isUserError(err)
+        reject(cutShort ? new UserError('BAD_MULTIPART', 'The multipart body is malformed or cut short.', 400) : err)
+      })
     })
-    parser.on('error', () => reject(new UserError('BAD_MULTIPART', 'The multipart body is malformed.', 400)))
+    parser.on('filesLimit', () => { moreFiles = true })
+    let malformed = false
+    parser.on('error', () => {
+      malformed = true
+      fail(new UserError('BAD_MULTIPART', 'The multipart body is malformed or cut short.', 400))
+    })
     parser.on('close', () => {
+      if (malformed) return // answered by the error
+      if (moreFiles) return fail(new UserError('TOO_MANY_FILES', 'The form has more than one file. Send one file per upload, in the field named "file".', 400))
       if (!stored) return reject(new UserError('NO_FILE', 'The form has no file. Choose a CSV file in the field named "file".', 400))
       stored.then((upload) => resolve({ ...upload, fileName, fields }), reject)
     })
@@ -68,7 +94,7 @@ async function storeStream(stream: Readable, storage: Storage, maxBytes: number)
   const tempPath = storage.newTempPath()
   const measure = measureFile(maxBytes, () => new UserError('UPLOAD_TOO_LARGE', `The file is larger than the limit of ${maxBytes.toLocaleString('en-US')} bytes.`, 413))
   try {
-    await pipeline(stream, inflateIfGzip, measure, createWriteStream(tempPath))
+    await pipeline(stream, inflateIfGzip, measure, limitLineLength(MAX_LINE_BYTES), createWriteStream(tempPath))
     const key = storage.newKey('uploads', '.csv')
     await storage.commit(tempPath, key)
     return { key, size: measure.size(), sha256: measure.sha256() }
@@ -76,12 +102,46 @@ async function storeStream(stream: Readable, storage: Storage, maxBytes: number)
     stream.resume() // drain the rest of the request so the client reads our answer
     await storage.remove(tempPath)
     if ((err as { code?: string }).code === 'Z_DATA_ERROR') throw new UserError('BAD_GZIP', 'The file looks gzip-compressed but cannot be inflated.', 400)
-    if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new UserError('DISK_FULL', 'The server has no room for this file right now. Try again later.', 413)
+    if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new UserError('DISK_FULL', 'The server has no room for this file right now. Try again later.', 507)
     throw err
   }
 }
 
-/** Inflates when the stream starts with gzip's magic bytes, passes it through otherwise. */
+/** Fails when more than `maxBytes` pass without a line break (CR or LF). */
+function limitLineLength(maxBytes: number) {
+  let run = 0 // bytes since the last line break
+  return new Transform({
+    transform(chunk: Buffer, _encoding, done: TransformCallback) {
+      const last = Math.max(chunk.lastIndexOf(10), chunk.lastIndexOf(13))
+      const first = last < 0 ? chunk.length : firstBreak(chunk)
+      // Runs between two breaks inside one chunk are shorter than the chunk: only the edges count.
+      if (run + first > maxBytes) {
+        return done(new UserError('FIELD_TOO_LARGE', `The file has a line longer than ${maxBytes / 2 ** 20} MiB with no line break, which no CSV record here can be: check the file's line breaks and quotes.`, 413))
+      }
+      run = last < 0 ? run + chunk.length : chunk.length - last - 1
+      done(null, chunk)
+    },
+  })
+}
+
+function firstBreak(chunk: Buffer): number {
+  const lf = chunk.indexOf(10)
+  const cr = chunk.indexOf(13)
+  return lf < 0 ? cr : cr < 0 ? lf : Math.min(lf, cr)
+}
+
+/** Compressed formats people send instead of CSV: named in the answer rather than parsed as garbage. */
+const startsWith = (bytes: number[]) => (chunk: Buffer) => chunk.subarray(0, bytes.length).equals(Buffer.from(bytes))
+const OTHER_ARCHIVES = [
+  { name: 'ZIP', matches: startsWith([0x50, 0x4b, 0x03, 0x04]) },
+  // "BZh", a block size digit, then the block magic (pi's digits): a CSV starting "BZh" stays a CSV.
+  { name: 'bzip2', matches: (chunk: Buffer) => /^BZh[1-9]1AY&SY/.test(chunk.subarray(0, 10).toString('latin1')) },
+  { name: 'xz', matches: startsWith([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]) },
+  { name: 'Zstandard', matches: startsWith([0x28, 0xb5, 0x2f, 0xfd]) },
+  { name: '7-Zip', matches: startsWith([0x37, 0x7a, 0xbc, 0xaf, 0x27, 0x1c]) },
+]
+
+/** Inflates when the stream starts with gzip's magic bytes, refuses other archives, passes CSV through. */
 async function* inflateIfGzip(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
   const iterator = source[Symbol.asyncIterator]()
   const first = await iterator.next()
@@ -90,6 +150,10 @@ async function* inflateIfGzip(source: AsyncIterable<Buffer>): AsyncGenerator<Buf
     yield first.value
     for (let next = await iterator.next(); !next.done; next = await iterator.next()) yield next.value
   })()
+  const archive = OTHER_ARCHIVES.find(({ matches }) => matches(first.value))
+  if (archive) {
+    throw new UserError('UNSUPPORTED_ARCHIVE', `This file is a ${archive.name} archive, which is not read here. Extract the CSV file from it and upload that, or compress the CSV with gzip.`, 415)
+  }
   if (first.value[0] !== GZIP_MAGIC[0] || first.value[1] !== GZIP_MAGIC[1]) return yield* all
   const gunzip = createGunzip()
   pipelineCallback(Readable.from(all), gunzip, () => {}) // an error on either side destroys gunzip, ending the loop below

@@ -24,12 +24,17 @@ export const castOf = (m: Mapped) => `cast(s.${m.staged} as ${m.column.type})`
 export async function validateStaged(tx: Sql, target: Target, mapped: Mapped[], mode: ImportMode, key: string[]): Promise<void> {
   await checkValues(tx, mapped)
   const byName = new Map(mapped.map((m) => [m.column.name, m]))
-  const keys = mode === 'upsert' ? [key] : target.uniqueKeys
+  // An upsert updates the rows its key finds; every other unique key must still not collide
+  // with a row the upsert leaves alone (PostgreSQL would fail the whole statement).
+  const sameKey = (u: string[]) => u.length === key.length && u.every((c) => key.includes(c))
+  const keys = mode === 'upsert' ? [key, ...target.uniqueKeys.filter((u) => !sameKey(u))] : target.uniqueKeys
+  const keyParts = key.map((name) => byName.get(name))
   for (const unique of keys) {
     const parts = unique.map((name) => byName.get(name))
     if (parts.some((p) => !p)) continue // a column left to its default cannot collide within the file
     await checkDuplicatesInFile(tx, parts as Mapped[])
-    if (mode === 'insert') await checkExistingRows(tx, target, parts as Mapped[])
+    if (mode === 'insert') await checkExistingRows(tx, target, parts as Mapped[], null)
+    if (mode === 'upsert' && !sameKey(unique) && keyParts.every((p) => p)) await checkExistingRows(tx, target, parts as Mapped[], keyParts as Mapped[])
   }
   for (const fk of target.foreignKeys) {
     const parts = fk.columns.map((name) => byName.get(name))
@@ -79,15 +84,18 @@ async function checkDuplicatesInFile(tx: Sql, parts: Mapped[]) {
     where line <> first_line`, [columns])
 }
 
-async function checkExistingRows(tx: Sql, target: Target, parts: Mapped[]) {
+/** Rows whose unique key already exists; with `except` (an upsert's key), only in rows that key does not match. */
+async function checkExistingRows(tx: Sql, target: Target, parts: Mapped[], except: Mapped[] | null) {
   const columns = parts.map((p) => p.column.name).join(', ')
+  const hint = except ? `in a row with another ${except.map((p) => p.column.name).join(', ')}` : 'in the table; use mode=upsert to update it'
+  const otherRow = except ? ` and not (${except.map((p) => `t.${quoteIdent(p.column.name)} is not distinct from ${castOf(p)}`).join(' and ')})` : ''
   await tx.unsafe(`
     insert into ${ERRORS} (line, message)
     with ${VALID}
-    select s.line, format('a row with (%s) = (%s) already exists in the table; use mode=upsert to update it', $1::text, concat_ws(', ', ${parts.map((p) => `s.${p.staged}`).join(', ')}))
+    select s.line, format('a row with (%s) = (%s) already exists %s', $1::text, concat_ws(', ', ${parts.map((p) => `s.${p.staged}`).join(', ')}), $2::text)
     from valid_rows s
     where exists (select 1 from ${quoteIdent(target.schema)}.${quoteIdent(target.name)} t
-                  where ${parts.map((p) => `t.${quoteIdent(p.column.name)} = ${castOf(p)}`).join(' and ')})`, [columns])
+                  where ${parts.map((p) => `t.${quoteIdent(p.column.name)} = ${castOf(p)}`).join(' and ')}${otherRow})`, [columns, hint])
 }
 
 async function checkForeignKey(tx: Sql, fk: Target['foreignKeys'][number], parts: Mapped[]) {

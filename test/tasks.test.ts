@@ -8,6 +8,7 @@ import { openDatabase } from '../src/db/client.ts'
 import { startDispatcher } from '../src/tasks/dispatcher.ts'
 import { createTestDatabase, type TestDatabase } from './support/database.ts'
 import { startTestGateway } from './support/gateway.ts'
+import { waitFor } from './support/wait.ts'
 
 let db: TestDatabase
 
@@ -36,15 +37,6 @@ async function enqueueExport(dataset: string, count = 1): Promise<string[]> {
   return rows.map((r) => r.id as string)
 }
 
-async function waitFor<T>(what: string, probe: () => Promise<T | null | undefined | false>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    const value = await probe()
-    if (value) return value
-    await new Promise((r) => setTimeout(r, 50))
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-}
 
 const taskRow = async (id: string) => {
   const [row] = await db.sql`select state, attempts, locked_by, progress_rows::int, error, result_key from sluice.tasks where id = ${id}`

@@ -1,8 +1,21 @@
 // Piscina entry: runs one claimed task attempt in a worker thread, with its own
 // small database connection, so the web process's event loop stays free.
+import os from 'node:os'
 import { openDatabase } from '../src/db/client.ts'
 import { createStorage } from '../src/storage/index.ts'
 import { executeTask, type Outcome } from '../src/tasks/execute.ts'
+
+// Tasks are bulk work; the gateway's event loop answers people. On Linux a nice value
+// belongs to a thread, and pid 0 is the calling thread: this lowers this worker thread
+// only, so a CPU shared with tasks still runs the HTTP thread first (status polls stay
+// fast). Elsewhere pid 0 would be the whole process, so leave it alone there.
+if (process.platform === 'linux') {
+  try {
+    os.setPriority(0, 10)
+  } catch {
+    // not allowed (a sandbox): the tasks just run at normal priority
+  }
+}
 
 export type WorkerInput = {
   taskId: string

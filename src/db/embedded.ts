@@ -24,7 +24,8 @@ type Binaries = { initdb: string; postgres: string }
 
 const SUPERUSER = 'postgres'
 
-export async function startEmbeddedPostgres(dataDir: string, log: (line: string) => void = () => {}): Promise<EmbeddedPostgres> {
+/** `port`: listen there rather than on a free one (a test restarting a server where its clients expect it). */
+export async function startEmbeddedPostgres(dataDir: string, log: (line: string) => void = () => {}, options: { port?: number } = {}): Promise<EmbeddedPostgres> {
   const bins = await loadBinaries()
   const owner = await ensureOwner()
   await fs.mkdir(path.dirname(dataDir), { recursive: true })
@@ -41,7 +42,7 @@ export async function startEmbeddedPostgres(dataDir: string, log: (line: string)
     ;({ pid, port } = running)
     log(`adopting the embedded PostgreSQL already running (pid ${pid}, port ${port})`)
   } else {
-    port = await freePort()
+    port = options.port ?? await freePort()
     pid = await launch(bins, dataDir, port, owner)
   }
   const url = `postgres://${SUPERUSER}:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`

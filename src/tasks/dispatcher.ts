@@ -19,6 +19,7 @@ export type DispatcherOptions = {
 const WORKER_FILE = new URL('../../workers/run-task.ts', import.meta.url).href
 const POLL_MS = 2_000 // a safety net only: NOTIFY wakes us at once
 const MAX_CONTIGUOUS_ERRORS = 30
+const STOP_QUERY_MS = 3_000 // on stop, how long to wait for a database that does not answer
 
 /**
  * Claims tasks and runs them in a piscina pool, as many at once as the pool has
@@ -90,26 +91,43 @@ export function startDispatcher(options: DispatcherOptions) {
 
   /**
    * Stops claiming, lets running tasks finish for up to `graceMs`, then hands the
-   * rest back to the queue for another gateway (or the next start).
+   * rest back to the queue for another gateway (or the next start). A database that
+   * does not answer cannot hold the shutdown: a claim in flight counts against the
+   * grace period, and each query on the way out waits `STOP_QUERY_MS` at most (the
+   * leases then lapse and the tasks are taken up again anyway).
    */
   async function stop(graceMs = 10_000) {
     stopping = true
     clearInterval(pollTimer)
-    await claiming
+    const deadline = Date.now() + graceMs
+    await settleWithin(claiming, graceMs)
     const unfinished = [...running.values()]
     const timedOut = await Promise.race([
       Promise.all(unfinished.map((r) => r.done)).then(() => false),
-      new Promise<boolean>((resolve) => setTimeout(() => resolve(true), graceMs).unref()),
+      new Promise<boolean>((resolve) => setTimeout(() => resolve(true), Math.max(0, deadline - Date.now())).unref()),
     ])
     clearInterval(heartbeatTimer)
     if (timedOut) {
       const runIds = [...running.values()].map((r) => r.runId)
       log(`handing ${runIds.length} unfinished task(s) back to the queue`)
-      await releaseTasks(sql, runIds).catch((err) => log(`could not release tasks: ${err.message}`))
+      const released = releaseTasks(sql, runIds).catch((err) => log(`could not release tasks: ${err.message}`))
+      if (!(await settleWithin(released, STOP_QUERY_MS))) log('the database did not answer: the tasks will be taken up again once their leases lapse')
     }
     await pool.destroy()
     const listener = await listening
-    if (listener) await listener.unlisten().catch(() => {})
+    if (listener) await settleWithin(listener.unlisten(), STOP_QUERY_MS)
+  }
+}
+
+/** Waits for `work` to settle, `ms` at most; true if it did. */
+async function settleWithin(work: Promise<unknown> | null, ms: number): Promise<boolean> {
+  if (!work) return true
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), ms) })
+  try {
+    return await Promise.race([work.then(() => true, () => true), timeout])
+  } finally {
+    clearTimeout(timer)
   }
 }
 

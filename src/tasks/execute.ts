@@ -90,7 +90,12 @@ async function recordFailure(sql: Sql, taskId: string, runId: string, err: unkno
   }
 }
 
+// postgres.js names a dropped connection by its code only ("write CONNECTION_CLOSED 127.0.0.1:5432").
+const CONNECTION_LOST = new Set(['CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'ECONNRESET', 'EPIPE'])
+
 function describe(err: unknown): string {
-  if (err instanceof Error) return err.message
-  return String(err)
+  const message = err instanceof Error ? err.message : String(err)
+  const code = (err as { code?: unknown } | null)?.code
+  if (typeof code === 'string' && CONNECTION_LOST.has(code)) return `The connection to the database was lost (${message}).`
+  return message
 }

@@ -209,13 +209,23 @@ export async function completeTask(sql: Sql, id: string, runId: string, result: 
         result_key = ${result.key}, result_name = ${result.name}, result_size = ${result.size},
         result_sha256 = ${result.sha256},
         result_expires_at = case when ${result.key}::text is null then null else now() + make_interval(hours => ${result.retentionHours}) end,
-        details = details || ${sql.json((result.details ?? {}) as never)},
+        details = details || ${sql.json(storable(result.details ?? {}) as never)},
         error_code = null, error = null,
         finished_at = clock_timestamp(), updated_at = clock_timestamp()
     where id = ${id} and run_id = ${runId} and state = 'running'
     returning id
   `
   return rows.length === 1
+}
+
+/**
+ * Messages and details quote the file's own text, and PostgreSQL's text and jsonb hold no
+ * NUL: one NUL in a header made a failure unrecordable, and the task was taken up again
+ * until it was abandoned. NUL is written as \0.
+ */
+function storable<T extends string | object>(value: T): T {
+  if (typeof value === 'string') return value.replaceAll('\0', '\\0') as T
+  return JSON.parse(JSON.stringify(value, (_key, v: unknown) => (typeof v === 'string' ? v.replaceAll('\0', '\\0') : v))) as T
 }
 
 /** A final failure: bad input, or out of attempts. Kept with its attempts and error for an operator. */
@@ -225,8 +235,8 @@ export async function failTask(sql: Sql, id: string, runId: string, error: { cod
   const rows = await sql`
     update sluice.tasks
     set state = 'failed', run_id = null, lease_expires_at = null,
-        error_code = ${error.code}, error = ${error.message},
-        details = details || ${sql.json(details as never)},
+        error_code = ${error.code}, error = ${storable(error.message)},
+        details = details || ${sql.json(storable(details) as never)},
         result_key = ${result?.key ?? null}, result_name = ${result?.name ?? null},
         result_size = ${result?.size ?? null}, result_sha256 = ${result?.sha256 ?? null},
         result_expires_at = case when ${result?.key ?? null}::text is null then null else now() + make_interval(hours => ${result?.retentionHours ?? 0}) end,
@@ -258,7 +268,7 @@ export async function retryLater(sql: Sql, id: string, runId: string, error: { c
         run_after = now() + make_interval(secs => least(300, 2 ^ attempts)),
         finished_at = case when attempts < max_attempts then null else now() end,
         run_id = null, lease_expires_at = null, locked_by = null,
-        error_code = ${error.code}, error = ${error.message}, updated_at = now()
+        error_code = ${error.code}, error = ${storable(error.message)}, updated_at = now()
     where id = ${id} and run_id = ${runId} and state = 'running'
     returning state
   `

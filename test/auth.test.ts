@@ -8,7 +8,8 @@ import { createLinkSigner } from '../src/auth/index.ts'
 import { parseConfig } from '../src/config.ts'
 import { startGateway } from '../src/gateway.ts'
 import { createTestDatabase, type TestDatabase } from './support/database.ts'
-import { startTestGateway, waitForTask, type TaskJson, type TestGateway } from './support/gateway.ts'
+import { signInWithForm, startTestGateway, waitForTask, type TaskJson, type TestGateway } from './support/gateway.ts'
+import { waitFor } from './support/wait.ts'
 
 // Who may get in, and what each may see: through HTTP only, as a script and as a browser would.
 
@@ -74,28 +75,6 @@ async function finishedExport(token: string, dataset: string, query = ''): Promi
   return waitForTask(gateway, id)
 }
 
-/** Signs in like a browser with a form: returns the session cookie and the page's CSRF token. */
-async function signInWithForm(token: string): Promise<{ cookie: string; csrf: string }> {
-  const form = await gateway.fetchAnonymously('/sign-in?next=/')
-  const signInCookie = form.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ')
-  const formKey = /name="_csrf" value="([^"]+)"/.exec(await form.text())![1]!
-  const res = await gateway.fetchAnonymously('/sign-in', {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/x-www-form-urlencoded', Cookie: signInCookie },
-    body: new URLSearchParams({ token, next: '/', _csrf: formKey }),
-  })
-  assert.equal(res.status, 303, await res.text())
-  const session = res.headers.getSetCookie().find((c) => c.startsWith('sluice_session='))
-  assert.ok(session, 'a session cookie is set')
-  assert.match(session, /HttpOnly/i)
-  assert.match(session, /SameSite=Lax/i)
-  const cookie = session.split(';')[0]!
-  const home = await (await gateway.fetchAnonymously('/', { headers: { Cookie: cookie } })).text()
-  const csrf = /name="_csrf" value="([^"]+)"/.exec(home)?.[1]
-  assert.ok(csrf, 'signed-in pages carry a CSRF token')
-  return { cookie, csrf }
-}
-
 describe('authentication', () => {
   test('the API answers 401 without a token, with a wrong one, and with a malformed header', async () => {
     for (const headers of [{}, bearer('sluice_not_a_real_token'), { Authorization: 'Basic YWRtaW46YWRtaW4=' }, bearer('x'.repeat(5000))]) {
@@ -126,7 +105,7 @@ describe('authentication', () => {
   })
 
   test('a browser signs in with a token and keeps a session; the sign-in form cannot be posted from elsewhere', async () => {
-    const { cookie } = await signInWithForm(gateway.adminToken)
+    const { cookie } = await signInWithForm(gateway)
     const home = await gateway.fetchAnonymously('/', { headers: { Cookie: cookie } })
     assert.equal(home.status, 200)
     assert.match(await home.text(), /signed in as GATEWAY_ADMIN_TOKEN/)
@@ -161,7 +140,7 @@ describe('authentication', () => {
   })
 
   test('sign-out ends the session', async () => {
-    const { cookie, csrf } = await signInWithForm(gateway.adminToken)
+    const { cookie, csrf } = await signInWithForm(gateway)
     const out = await gateway.fetchAnonymously('/sign-out', {
       method: 'POST', headers: { Cookie: cookie, 'Content-Type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ _csrf: csrf }),
     })
@@ -172,7 +151,7 @@ describe('authentication', () => {
 
 describe('CSRF', () => {
   test('a form post with the session cookie needs the page\'s token and this origin', async () => {
-    const { cookie, csrf } = await signInWithForm(gateway.adminToken)
+    const { cookie, csrf } = await signInWithForm(gateway)
     const post = (fields: Record<string, string>, headers: Record<string, string> = {}) => gateway.fetchAnonymously('/datasets/notes/exports', {
       method: 'POST', headers: { Cookie: cookie, 'Content-Type': 'application/x-www-form-urlencoded', ...headers }, body: new URLSearchParams(fields),
     })
@@ -216,6 +195,41 @@ describe('security headers', () => {
 })
 
 describe('tokens and ownership', () => {
+  test('a token is marked used at most once a minute, and requests never wait on that write', async () => {
+    const user = await createToken({ name: 'poller', role: 'user' })
+    const lastUsed = async () => (await db.sql<{ at: Date | null }[]>`select last_used_at as at from sluice.tokens where id = ${user.id}`)[0]!.at
+    assert.equal(await lastUsed(), null)
+    assert.equal((await gateway.fetch('/api/tasks', { headers: bearer(user.token) })).status, 200)
+    const first = await waitFor('the token to be marked used', lastUsed, 5_000)
+    assert.equal((await gateway.fetch('/api/tasks', { headers: bearer(user.token) })).status, 200)
+    await new Promise((r) => setTimeout(r, 300))
+    assert.deepEqual(await lastUsed(), first, 'not written again within the minute')
+
+    // A minute later, with the token's row locked by someone else: the request still answers at once.
+    await db.sql`update sluice.tokens set last_used_at = now() - interval '5 minutes' where id = ${user.id}`
+    let release!: () => void
+    const held = new Promise<void>((resolve) => { release = resolve })
+    let locked!: () => void
+    const isLocked = new Promise<void>((resolve) => { locked = resolve })
+    const holder = db.sql.begin(async (tx) => {
+      await tx`select 1 from sluice.tokens where id = ${user.id} for update`
+      locked()
+      await held
+    })
+    await isLocked
+    try {
+      const started = Date.now()
+      const res = await gateway.fetch('/api/tasks', { headers: bearer(user.token) })
+      assert.equal(res.status, 200)
+      assert.ok(Date.now() - started < 3_000, `answered in ${Date.now() - started} ms while the row was locked`)
+    } finally {
+      release()
+      await holder
+    }
+    await gateway.fetch('/api/tasks', { headers: bearer(user.token) })
+    await waitFor('the token to be marked used again', async () => ((await lastUsed())!.getTime() > first!.getTime() ? true : null), 5_000)
+  })
+
   test('only admins manage tokens; a revoked token stops working at once, its sessions too', async () => {
     const user = await createToken({ name: 'script', role: 'user' })
     assert.equal(user.status, 201)
@@ -228,7 +242,7 @@ describe('tokens and ownership', () => {
     assert.equal((await gateway.fetch('/api/tokens', { method: 'POST', headers: bearer(user.token) })).status, 403)
     assert.equal((await gateway.fetch('/tokens', { headers: bearer(user.token) })).status, 403)
 
-    const { cookie } = await signInWithForm(user.token)
+    const { cookie } = await signInWithForm(gateway, user.token)
     assert.equal((await gateway.fetch('/api/tasks', { headers: bearer(user.token) })).status, 200)
     const revoked = await gateway.fetch(`/api/tokens/${user.id}`, { method: 'DELETE' })
     assert.equal(revoked.status, 200)
@@ -373,7 +387,7 @@ describe('dead letters', () => {
     await db.sql`update export_switch set allowed = false`
     const again = await finishedExport(gateway.adminToken, 'guarded_rows')
     await db.sql`update export_switch set allowed = true`
-    const { cookie, csrf } = await signInWithForm(gateway.adminToken)
+    const { cookie, csrf } = await signInWithForm(gateway)
     const form = await gateway.fetchAnonymously(`/tasks/${again.id}/retry`, {
       method: 'POST', headers: { Cookie: cookie, 'Content-Type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ _csrf: csrf }),
     })

@@ -39,17 +39,33 @@ const TOKEN_COLUMNS = (sql: Sql) => sql`
   id, name, role, db_role as "dbRole", created_by as "createdBy", created_at as "createdAt",
   last_used_at as "lastUsedAt", revoked_at as "revokedAt"`
 
-/** The live token with this secret; marks it used (at most once a minute, to keep reads cheap). */
+/**
+ * The live token with this secret. Marks it used at most once a minute, without the
+ * request waiting: every poll of every script comes through here, and a write on that
+ * path would make concurrent requests queue on the token's row lock and its commit wait
+ * for the WAL flush behind a running import.
+ */
 export async function findTokenPrincipal(sql: Sql, secret: string): Promise<Principal | null> {
-  const [row] = await sql<Principal[]>`
-    with found as (
-      select id, name, role, db_role from sluice.tokens where token_hash = ${digest(secret)} and revoked_at is null
-    ), touched as (
-      update sluice.tokens t set last_used_at = now()
-      from found where t.id = found.id and (t.last_used_at is null or t.last_used_at < now() - interval '1 minute')
-    )
-    select id as "tokenId", name, role, db_role as "dbRole", null as session from found`
-  return row ?? null
+  const [row] = await sql<(Principal & { stale: boolean })[]>`
+    select id as "tokenId", name, role, db_role as "dbRole", null as session,
+           last_used_at is null or last_used_at < now() - interval '1 minute' as stale
+    from sluice.tokens where token_hash = ${digest(secret)} and revoked_at is null`
+  if (!row) return null
+  const { stale, ...principal } = row
+  if (stale) void markTokenUsed(sql, principal.tokenId).catch(() => {}) // only a hint for the tokens page
+  return principal
+}
+
+async function markTokenUsed(sql: Sql, tokenId: string): Promise<void> {
+  await sql.begin(async (tx) => {
+    // Losing this on a crash is harmless: no need to wait for the WAL to reach the disk.
+    await tx`set local synchronous_commit = off`
+    await tx`
+      update sluice.tokens set last_used_at = now()
+      where id = (select id from sluice.tokens where id = ${tokenId}
+                    and (last_used_at is null or last_used_at < now() - interval '1 minute')
+                  for update skip locked)`
+  })
 }
 
 /** The principal of a live session whose token is still live. */

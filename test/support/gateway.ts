@@ -74,3 +74,25 @@ export async function exportVia(gateway: TestGateway, dataset: string, query = '
   assert.equal(res.status, 202, JSON.stringify(body))
   return waitForTask(gateway, (body as TaskJson).id)
 }
+
+/** Signs in like a browser with a form: returns the session cookie and the page's CSRF token. */
+export async function signInWithForm(gateway: TestGateway, token = gateway.adminToken): Promise<{ cookie: string; csrf: string }> {
+  const form = await gateway.fetchAnonymously('/sign-in?next=/')
+  const signInCookie = form.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ')
+  const formKey = /name="_csrf" value="([^"]+)"/.exec(await form.text())![1]!
+  const res = await gateway.fetchAnonymously('/sign-in', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/x-www-form-urlencoded', Cookie: signInCookie },
+    body: new URLSearchParams({ token, next: '/', _csrf: formKey }),
+  })
+  assert.equal(res.status, 303, await res.text())
+  const session = res.headers.getSetCookie().find((c) => c.startsWith('sluice_session='))
+  assert.ok(session, 'a session cookie is set')
+  assert.match(session, /HttpOnly/i)
+  assert.match(session, /SameSite=Lax/i)
+  const cookie = session.split(';')[0]!
+  const home = await (await gateway.fetchAnonymously('/', { headers: { Cookie: cookie } })).text()
+  const csrf = /name="_csrf" value="([^"]+)"/.exec(home)?.[1]
+  assert.ok(csrf, 'signed-in pages carry a CSRF token')
+  return { cookie, csrf }
+}

@@ -13,6 +13,8 @@ export type Config = Readonly<{
   /** A running task whose lease is not renewed for this long is taken up again by another process. */
   taskLeaseSeconds: number
   taskMaxAttempts: number
+  /** How often an idle dispatcher looks for work unprompted: NOTIFY wakes it at once, the poll finds retries whose backoff has passed. */
+  taskPollSeconds: number
   /** How long finished files stay downloadable and uploads are kept. */
   fileRetentionHours: number
   /** How often the retention sweep deletes expired, orphan and stale temp files. */
@@ -39,6 +41,7 @@ const DEFAULTS = {
   TASK_CONCURRENCY: '2',
   TASK_LEASE_SECONDS: '30',
   TASK_MAX_ATTEMPTS: '3',
+  TASK_POLL_SECONDS: '2',
   FILE_RETENTION_HOURS: '168',
   RETENTION_SWEEP_SECONDS: '900',
   SHUTDOWN_GRACE_SECONDS: '20',
@@ -94,6 +97,7 @@ export function parseConfig(env: Env): { config: Config; problems: string[] } {
     taskConcurrency: integer('TASK_CONCURRENCY', 1, 64),
     taskLeaseSeconds: integer('TASK_LEASE_SECONDS', 2, 3600),
     taskMaxAttempts: integer('TASK_MAX_ATTEMPTS', 1, 100),
+    taskPollSeconds: integer('TASK_POLL_SECONDS', 1, 3600),
     fileRetentionHours: integer('FILE_RETENTION_HOURS', 1, 24 * 365 * 10),
     retentionSweepSeconds: integer('RETENTION_SWEEP_SECONDS', 1, 24 * 3600),
     shutdownGraceSeconds: integer('SHUTDOWN_GRACE_SECONDS', 0, 3600),

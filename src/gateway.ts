@@ -50,6 +50,7 @@ export async function startGateway(config: Config, log: (message: string) => voi
   const dispatcher = startDispatcher({
     sql, databaseUrl, storageDir: config.storageDir, schema: config.datasetSchema,
     concurrency: config.taskConcurrency, leaseSeconds: config.taskLeaseSeconds,
+    pollSeconds: config.taskPollSeconds,
     fileRetentionHours: config.fileRetentionHours, log: (m) => log(`[tasks] ${m}`),
   })
   const retention = startRetentionSweeper({

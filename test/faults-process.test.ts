@@ -353,17 +353,19 @@ test('the database goes away under a running export and comes back: the gateway 
     assert.equal((await download.text()).trimEnd().split('\n').length, ROWS + 1)
   }
 
-  // LISTEN came back with the database: new tasks are claimed at once, not at the 2-second poll.
+  // LISTEN came back with the database. Asserted on the server's own view of the
+  // connection rather than on how fast a new task is claimed: the 2-second poll
+  // claims it too, so on a busy machine a timing says little either way.
+  const listener = await waitFor('the dispatcher to LISTEN again', async () => {
+    const rows = await sql`select pid, query from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid() and query ilike 'listen %'`
+    return rows.length > 0 && rows
+  }, 20_000)
+  assert.match(listener[0]!.query, /^listen "sluice_tasks"$/i)
   for (let i = 0; i < 3; i++) {
     const again = await requestExport(gateway, 'quick_export')
     const requested = Date.now()
-    await waitFor('the new export to be claimed', async () => {
-      const [row] = await sql`select attempts from sluice.tasks where id = ${again}`
-      return row!.attempts === 1
-    })
-    const waited = Date.now() - requested
-    assert.ok(waited < 700, `claimed after ${waited} ms`)
     await waitFor('the new export to finish', async () => (await sql`select 1 from sluice.tasks where id = ${again} and state = 'succeeded'`).length === 1)
+    t.diagnostic(`a new export finished ${Date.now() - requested} ms after it was requested`)
   }
 
   assert.equal(gateway.exitStatus(), null)

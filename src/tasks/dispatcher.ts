@@ -12,12 +12,13 @@ export type DispatcherOptions = {
   schema: string
   concurrency: number
   leaseSeconds: number
+  /** A safety net only: NOTIFY wakes the dispatcher at once. The poll finds retries whose backoff has passed. */
+  pollSeconds: number
   fileRetentionHours: number
   log?: (message: string) => void
 }
 
 const WORKER_FILE = new URL('../../workers/run-task.ts', import.meta.url).href
-const POLL_MS = 2_000 // a safety net only: NOTIFY wakes us at once
 const MAX_CONTIGUOUS_ERRORS = 30
 const STOP_QUERY_MS = 3_000 // on stop, how long to wait for a database that does not answer
 
@@ -38,7 +39,7 @@ export function startDispatcher(options: DispatcherOptions) {
   let contiguousErrors = 0
 
   const listening = sql.listen('sluice_tasks', () => void wake(), () => void wake()).catch((err) => log(`LISTEN failed, polling only: ${err.message}`))
-  const pollTimer = setInterval(() => void wake(), POLL_MS)
+  const pollTimer = setInterval(() => void wake(), options.pollSeconds * 1000)
   const heartbeatTimer = setInterval(() => void heartbeat(), (leaseSeconds * 1000) / 3)
   void wake()
 

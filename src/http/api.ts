@@ -7,6 +7,7 @@ import { requestExport } from '../exports/index.ts'
 import { getUpload, requestImport } from '../imports/index.ts'
 import { listRecentTasks, requestCancel, retryTask } from '../tasks/queries.ts'
 import type { AppEnv } from './app.tsx'
+import { uploadRequestOf } from './incoming.ts'
 import { isFinished, presentTask } from './present.ts'
 import { getVisibleTask, serveTaskFile, taskNotFound } from './task-files.ts'
 
@@ -35,7 +36,7 @@ export function apiRoutes() {
     const { sql, config, storage, linkSigner } = c.get('deps')
     const pairs = [...new URL(c.req.url).searchParams.entries()]
     const settings = { schema: config.datasetSchema, maxUploadBytes: config.maxUploadBytes, maxAttempts: config.taskMaxAttempts }
-    const task = await requestImport(sql, storage, settings, requesterOf(c.get('principal')), c.req.param('name'), pairs, c.req.raw)
+    const task = await requestImport(sql, storage, settings, requesterOf(c.get('principal')), c.req.param('name'), pairs, uploadRequestOf(c))
     c.header('Location', `/api/tasks/${task.id}`)
     return c.json(presentTask(task, origin(c.req.url), linkSigner), 202)
   })

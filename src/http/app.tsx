@@ -1,5 +1,4 @@
 import { readFileSync } from 'node:fs'
-import type { IncomingMessage } from 'node:http'
 import { createRequire } from 'node:module'
 import { Hono, type MiddlewareHandler } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
@@ -10,6 +9,7 @@ import { isTransient, isUserError, UserError } from '../errors.ts'
 import type { Storage } from '../storage/index.ts'
 import { ErrorPage } from '../../views/error-page.tsx'
 import { apiRoutes } from './api.ts'
+import { incomingOf } from './incoming.ts'
 import { authenticate, authRoutes, securityHeaders } from './auth.tsx'
 import { pageRoutes } from './pages.tsx'
 import { render } from './render.tsx'
@@ -58,7 +58,7 @@ function limitFormBodies(): MiddlewareHandler<AppEnv> {
 function closeWhenBodyUnread(): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     await next()
-    const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming
+    const incoming = incomingOf(c)
     if (incoming && !incoming.complete) c.header('Connection', 'close')
   }
 }

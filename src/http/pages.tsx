@@ -16,6 +16,7 @@ import { HomePage } from '../../views/home.tsx'
 import { TaskPage, TaskStatus } from '../../views/task.tsx'
 import { retryDeadTask } from './api.ts'
 import type { AppEnv } from './app.tsx'
+import { uploadRequestOf } from './incoming.ts'
 import { downloadPath, isFinished, signedLink } from './present.ts'
 import { render } from './render.tsx'
 import { getVisibleTask } from './task-files.ts'
@@ -69,7 +70,7 @@ export function pageRoutes() {
     const { sql, config, storage } = c.get('deps')
     const requester = requesterOf(c.get('principal'))
     const dataset = await findTable(sql, config.datasetSchema, c.req.param('name'), requester)
-    const upload = await receiveUpload(sql, storage, dataset, c.req.raw, config.maxUploadBytes, requester)
+    const upload = await receiveUpload(sql, storage, dataset, uploadRequestOf(c), config.maxUploadBytes, requester)
     const target = `/uploads/${upload.id}`
     // htmx posts the form itself (to show upload progress): tell it where to go.
     if (c.req.header('HX-Request') === 'true') return c.body(null, 200, { 'HX-Redirect': target })

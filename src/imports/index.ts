@@ -7,7 +7,7 @@ import { parseImportOptions, type ImportOptions } from './options.ts'
 import { refuseFieldCountBomb } from './preview.ts'
 import type { DialectOverrides } from './dialect.ts'
 import type { ImportParams } from './run-import.ts'
-import { storeUpload, type StoredUpload } from './upload.ts'
+import { storeUpload, type StoredUpload, type UploadRequest } from './upload.ts'
 
 export { detectDialect, SAMPLE_BYTES } from './dialect.ts'
 export type { Dialect, DialectOverrides, LineEnding } from './dialect.ts'
@@ -36,7 +36,7 @@ export async function findTable(sql: Sql, schema: string, name: string, requeste
 }
 
 /** Stores the request's file and records it; the options were checked before a byte was read. */
-export async function receiveUpload(sql: Sql, storage: Storage, dataset: Dataset, request: Request, maxBytes: number, requester: Requester, overrides: DialectOverrides = {}): Promise<UploadRow & { fields: Record<string, string> }> {
+export async function receiveUpload(sql: Sql, storage: Storage, dataset: Dataset, request: UploadRequest, maxBytes: number, requester: Requester, overrides: DialectOverrides = {}): Promise<UploadRow & { fields: Record<string, string> }> {
   const stored: StoredUpload = await storeUpload(request, storage, maxBytes)
   try {
     await refuseFieldCountBomb(storage.pathOf(stored.key), overrides)
@@ -66,7 +66,7 @@ export async function enqueueImport(sql: Sql, upload: UploadRow, options: Import
 }
 
 /** The API's one-step import: options checked, file stored, task queued. */
-export async function requestImport(sql: Sql, storage: Storage, settings: { schema: string; maxUploadBytes: number; maxAttempts: number }, requester: Requester, datasetName: string, pairs: [string, string][], request: Request): Promise<TaskRow> {
+export async function requestImport(sql: Sql, storage: Storage, settings: { schema: string; maxUploadBytes: number; maxAttempts: number }, requester: Requester, datasetName: string, pairs: [string, string][], request: UploadRequest): Promise<TaskRow> {
   const dataset = await findTable(sql, settings.schema, datasetName, requester)
   const options = parseImportOptions(pairs, dataset)
   const upload = await receiveUpload(sql, storage, dataset, request, settings.maxUploadBytes, requester, options.dialect)

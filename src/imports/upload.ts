@@ -6,6 +6,9 @@ import busboy from 'busboy'
 import { isUserError, UserError } from '../errors.ts'
 import { measureFile, type Storage } from '../storage/index.ts'
 
+/** An upload as the HTTP edge hands it over: the request's headers, and its body as a Node stream. */
+export type UploadRequest = { headers: Headers; body: Readable | null }
+
 export type StoredUpload = { key: string; size: number; sha256: string; fileName: string | null; fields: Record<string, string> }
 
 const GZIP_MAGIC = [0x1f, 0x8b]
@@ -22,20 +25,19 @@ const RAW_TYPES = ['text/csv', 'text/plain', 'text/tab-separated-values', 'appli
  * the inflated bytes, so a gzip bomb stops at the limit like any large upload.
  * Nothing is left behind when it fails.
  */
-export async function storeUpload(request: Request, storage: Storage, maxBytes: number): Promise<StoredUpload> {
-  if (!request.body) throw new UserError('NO_FILE', 'The request has no body. Send the CSV file as the body or as a multipart field named "file".', 400)
+export async function storeUpload(request: UploadRequest, storage: Storage, maxBytes: number): Promise<StoredUpload> {
+  const body = request.body
+  if (!body) throw new UserError('NO_FILE', 'The request has no body. Send the CSV file as the body or as a multipart field named "file".', 400)
   const rawContentType = request.headers.get('content-type') ?? ''
   const contentType = rawContentType.toLowerCase() // for matching only: the multipart boundary is case-sensitive
   const encoding = (request.headers.get('content-encoding') ?? 'identity').toLowerCase()
   if (encoding !== 'identity' && encoding !== 'gzip') throw new UserError('BAD_ENCODING', `Content-Encoding "${encoding}" is not supported; send gzip or nothing.`, 415)
-  const body = Readable.fromWeb(request.body as never)
   const source = encoding === 'gzip' ? body.pipe(createGunzip()) : body
 
   if (contentType.startsWith('multipart/form-data')) return storeMultipart(source, rawContentType, storage, maxBytes)
   if (contentType === '' || RAW_TYPES.some((type) => contentType.startsWith(type))) {
     return { ...(await storeStream(source, storage, maxBytes)), fileName: null, fields: {} }
   }
-  body.destroy()
   throw new UserError('BAD_CONTENT_TYPE', `Content-Type "${contentType}" is not a CSV upload. Send text/csv, or multipart/form-data with a "file" field.`, 415)
 }
 

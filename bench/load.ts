@@ -45,7 +45,8 @@ export type PhaseFigures = {
   clientLoopP99Ms: number
 }
 export type TaskFigures = { id: string; kind: string; state: string; error: string | null; rows: number; waitS: number; runS: number; wallS: number; uploadS?: number }
-export type LoadResult = { settings: typeof SETTINGS; cpus: number; idle: PhaseFigures; load: PhaseFigures; tasks: TaskFigures[]; capped: boolean }
+type Percentiles = ReturnType<typeof percentiles>
+export type LoadResult = { settings: typeof SETTINGS; cpus: number; idle: PhaseFigures; load: PhaseFigures & { whileUploading: Percentiles; afterUploads: Percentiles }; tasks: TaskFigures[]; capped: boolean }
 
 /** Builds the data, runs the load and the idle baseline against a gateway of its own, and returns the figures. */
 export async function benchLoad(sql: postgres.Sql, databaseUrl: string, work: string): Promise<LoadResult> {
@@ -65,20 +66,26 @@ export async function benchLoad(sql: postgres.Sql, databaseUrl: string, work: st
     const ids: string[] = []
     const tasks = new Map<string, Task>()
     const uploadSeconds = new Map<string, number>()
-    let created = false
-    const creating = createTasks(gateway, importTables, importFile, ids, uploadSeconds).finally(() => { created = true })
+    let uploadsEndedAt: number | null = null
+    const creating = createTasks(gateway, importTables, importFile, ids, uploadSeconds).finally(() => { uploadsEndedAt = performance.now() })
     const deadline = Date.now() + SETTINGS.capSeconds * 1000
     console.log(`load: ${SETTINGS.clients} clients polling while ${SETTINGS.exports} exports and ${SETTINGS.imports} imports run (TASK_CONCURRENCY=${SETTINGS.concurrency})…`)
-    const load = await pollPhase(gateway, () => ids, (task) => tasks.set(task.id, task),
-      () => Date.now() > deadline || (created && ids.every((id) => tasks.has(id) && isFinished(tasks.get(id)!))))
+    const { samples, ...load } = await pollPhase(gateway, () => ids, (task) => tasks.set(task.id, task),
+      () => Date.now() > deadline || (uploadsEndedAt !== null && ids.every((id) => tasks.has(id) && isFinished(tasks.get(id)!))))
     await creating
     const capped = Date.now() > deadline
+    // The uploads stream through the gateway's event loop (multipart, hashing, writing):
+    // polls sent meanwhile share the loop with them, later ones only with the tasks.
+    const split = {
+      whileUploading: percentiles(samples.filter((s) => s.sentAt < uploadsEndedAt!).map((s) => s.ms)),
+      afterUploads: percentiles(samples.filter((s) => s.sentAt >= uploadsEndedAt!).map((s) => s.ms)),
+    }
 
     await new Promise((r) => setTimeout(r, 2_000)) // let the last commits and autovacuum settle
     console.log(`load: idle baseline, the same clients polling the same tasks for ${SETTINGS.idleSeconds} s…`)
     const idleUntil = Date.now() + SETTINGS.idleSeconds * 1000
-    const idle = await pollPhase(gateway, () => ids, () => {}, () => Date.now() > idleUntil)
-    return { settings: SETTINGS, cpus: os.availableParallelism(), idle, load, tasks: ids.map((id) => taskFigures(tasks.get(id)!, uploadSeconds.get(id))), capped }
+    const { samples: _, ...idle } = await pollPhase(gateway, () => ids, () => {}, () => Date.now() > idleUntil)
+    return { settings: SETTINGS, cpus: os.availableParallelism(), idle, load: { ...load, ...split }, tasks: ids.map((id) => taskFigures(tasks.get(id)!, uploadSeconds.get(id))), capped }
   } finally {
     await gateway.stop()
   }
@@ -107,8 +114,8 @@ async function createTasks(gateway: GatewayProcess, importTables: string[], impo
  * `clients` loops, each: GET /api/tasks/:id (cycling through the task ids, each client
  * from its own place), record the latency or the error, pause, until `isDone`.
  */
-async function pollPhase(gateway: GatewayProcess, ids: () => string[], onTask: (task: Task) => void, isDone: () => boolean): Promise<PhaseFigures> {
-  const latencies: number[] = []
+async function pollPhase(gateway: GatewayProcess, ids: () => string[], onTask: (task: Task) => void, isDone: () => boolean): Promise<PhaseFigures & { samples: Sample[] }> {
+  const samples: Sample[] = []
   const errors: Record<string, number> = {}
   const clientLoop = monitorEventLoopDelay({ resolution: 10 })
   await askProbe(gateway, 'reset')
@@ -125,11 +132,9 @@ async function pollPhase(gateway: GatewayProcess, ids: () => string[], onTask: (
   const seconds = (performance.now() - start) / 1000
   clientLoop.disable()
   const gatewayLoop = await askProbe(gateway, 'report')
-  const sorted = latencies.sort((a, b) => a - b)
-  const at = (q: number) => sorted[Math.max(0, Math.ceil(q * sorted.length) - 1)] ?? NaN
+  const { count: _, ...latency } = percentiles(samples.map((s) => s.ms))
   return {
-    seconds, requests: sorted.length, errors, perSecond: sorted.length / seconds,
-    p50Ms: at(0.5), p90Ms: at(0.9), p99Ms: at(0.99), maxMs: sorted.at(-1) ?? NaN,
+    seconds, requests: samples.length, errors, perSecond: samples.length / seconds, ...latency, samples,
     gatewayLoop: gatewayLoop!, clientLoopP99Ms: clientLoop.percentile(99) / 1e6,
   }
 
@@ -138,15 +143,24 @@ async function pollPhase(gateway: GatewayProcess, ids: () => string[], onTask: (
     try {
       const res = await gateway.fetch(`/api/tasks/${id}`)
       const body = await res.text()
-      latencies.push(performance.now() - sent)
+      samples.push({ sentAt: sent, ms: performance.now() - sent })
       if (res.status === 200) onTask(JSON.parse(body) as Task)
       else errors[`HTTP ${res.status}`] = (errors[`HTTP ${res.status}`] ?? 0) + 1
     } catch (err) {
-      latencies.push(performance.now() - sent) // a failed request is slow by any measure: keep it in
+      samples.push({ sentAt: sent, ms: performance.now() - sent }) // a failed request is slow by any measure: keep it in
       const reason = (err as Error & { cause?: { code?: string } }).cause?.code ?? (err as Error).message
       errors[reason] = (errors[reason] ?? 0) + 1
     }
   }
+}
+
+/** One poll: when it was sent and how long its answer took. */
+type Sample = { sentAt: number; ms: number }
+
+function percentiles(latencies: number[]) {
+  const sorted = [...latencies].sort((a, b) => a - b)
+  const at = (q: number) => sorted[Math.max(0, Math.ceil(q * sorted.length) - 1)] ?? NaN
+  return { count: sorted.length, p50Ms: at(0.5), p90Ms: at(0.9), p99Ms: at(0.99), maxMs: sorted.at(-1) ?? NaN }
 }
 
 function askProbe(gateway: GatewayProcess, probe: 'reset' | 'report'): Promise<LoopReport | undefined> {
@@ -185,6 +199,8 @@ export function printLoad(result: LoadResult): boolean {
   const lines = [header, line('idle', idle), line('under load', load)]
   const widths = header.map((_, i) => Math.max(...lines.map((l) => l[i]!.length)))
   for (const l of lines) console.log(l.map((cell, i) => cell.padEnd(widths[i]!)).join('  '))
+  const part = (p: Percentiles) => `p50 ${p.p50Ms.toFixed(1)} ms, p99 ${p.p99Ms.toFixed(1)} ms (${p.count} polls)`
+  console.log(`\nunder load, polls sent while the ${s.imports} uploads streamed through the gateway: ${part(load.whileUploading)}; after: ${part(load.afterUploads)}`)
   for (const [name, f] of [['idle', idle], ['under load', load]] as const) {
     if (errorCount(f) > 0) console.log(`errors ${name}: ${Object.entries(f.errors).map(([reason, n]) => `${reason} ×${n}`).join(', ')}`)
   }

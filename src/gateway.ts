@@ -112,4 +112,3 @@ function answerUnparsableRequest(err: NodeJS.ErrnoException, socket: import('nod
   const body = JSON.stringify({ error, code })
   socket.end(`HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
 }
-

@@ -20,6 +20,7 @@ let db: TestDatabase
 const cleanups: (() => Promise<unknown>)[] = []
 
 const SLOW_EXPORT_ROWS = 3000
+const OUTAGE_EXPORT_ROWS = 6000 // about 10 s to export, on a server of its own: long enough to stop it under the export
 
 before(async () => {
   db = await createTestDatabase()
@@ -310,19 +311,8 @@ test('kill -9 of a gateway with the embedded PostgreSQL: the next start adopts t
 })
 
 test('the database goes away under a running export and comes back: the gateway stays up and the task ends', { timeout: 150_000 }, async (t) => {
-  const ROWS = 6000 // about 10 s to export
-  const server = await startRestartablePostgres()
-  const { sql } = server
-  await sql.unsafe(`create view slow_export as select g as n, repeat('x', 100) || pg_sleep(0.0015)::text as filler from generate_series(1, ${ROWS}) g`)
+  const { server, sql, gateway, id } = await slowExportRunning()
   await sql.unsafe(`create view quick_export as select g as n from generate_series(1, 10) g`)
-
-  const gateway = await childGateway({ databaseUrl: server.url, env: { TASK_LEASE_SECONDS: '3' } })
-  cleanups.push(() => rm(gateway.storageDir, { recursive: true, force: true }))
-  const id = await requestExport(gateway, 'slow_export')
-  await waitFor('the export to run', async () => {
-    const [row] = await sql`select progress_rows::int as rows from sluice.tasks where id = ${id} and state = 'running'`
-    return row && row.rows > 0
-  })
 
   await server.stop()
   const down = Date.now()
@@ -350,7 +340,7 @@ test('the database goes away under a running export and comes back: the gateway 
   if (ended.state === 'succeeded') {
     const download = await gateway.fetch(`/api/tasks/${id}/download`)
     assert.equal(download.status, 200)
-    assert.equal((await download.text()).trimEnd().split('\n').length, ROWS + 1)
+    assert.equal((await download.text()).trimEnd().split('\n').length, OUTAGE_EXPORT_ROWS + 1)
   }
 
   // LISTEN came back with the database. Asserted on the server's own view of the
@@ -409,12 +399,12 @@ test('the database goes away under a running import and comes back: nothing half
   assert.deepEqual(await gateway.waitForExit(20_000), { code: 0, signal: null }, gateway.output().stderr)
 })
 
-/** Its own restartable server, a child gateway (grace 2 s) and an export already running on it. */
-async function slowExportWithGraceOfTwoSeconds() {
+/** Its own restartable server, a child gateway (lease 3 s, and `env`) and an export already running on it. */
+async function slowExportRunning(env: Record<string, string> = {}) {
   const server = await startRestartablePostgres()
   const { sql } = server
-  await sql.unsafe(`create view slow_export as select g as n, repeat('x', 100) || pg_sleep(0.0015)::text as filler from generate_series(1, 6000) g`)
-  const gateway = await childGateway({ databaseUrl: server.url, env: { TASK_LEASE_SECONDS: '3', SHUTDOWN_GRACE_SECONDS: '2' } })
+  await sql.unsafe(`create view slow_export as select g as n, repeat('x', 100) || pg_sleep(0.0015)::text as filler from generate_series(1, ${OUTAGE_EXPORT_ROWS}) g`)
+  const gateway = await childGateway({ databaseUrl: server.url, env: { TASK_LEASE_SECONDS: '3', ...env } })
   cleanups.push(() => rm(gateway.storageDir, { recursive: true, force: true }))
   const id = await requestExport(gateway, 'slow_export')
   await waitFor('the export to run', async () => {
@@ -425,7 +415,7 @@ async function slowExportWithGraceOfTwoSeconds() {
 }
 
 test('SIGTERM while the database is away: the gateway still exits within the grace period and a few seconds', { timeout: 90_000 }, async (t) => {
-  const { server, sql, gateway, id } = await slowExportWithGraceOfTwoSeconds()
+  const { server, sql, gateway, id } = await slowExportRunning({ SHUTDOWN_GRACE_SECONDS: '2' })
   await server.stop()
   gateway.kill('SIGTERM')
   const signalled = Date.now()
@@ -445,7 +435,7 @@ test('SIGTERM while the database is away: the gateway still exits within the gra
 })
 
 test('SIGTERM while the database hangs (its processes stopped): the gateway still exits in bounded time', { timeout: 90_000 }, async (t) => {
-  const { server, sql, gateway, id } = await slowExportWithGraceOfTwoSeconds()
+  const { server, sql, gateway, id } = await slowExportRunning({ SHUTDOWN_GRACE_SECONDS: '2' })
   await server.freeze()
   gateway.kill('SIGTERM')
   const signalled = Date.now()

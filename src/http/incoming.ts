@@ -11,8 +11,8 @@ export function incomingOf(c: Context): IncomingMessage | undefined {
 /**
  * The request as an upload. The body comes straight from Node's request when nothing
  * has read it yet: through the web Request, @hono/node-server turns every chunk into a
- * web stream's and we turn it back, which made an upload cost the event loop (shared
- * with every status poll) about twice the CPU.
+ * web stream's and we turn it back, which cost the event loop (shared with every status
+ * poll) about a third more CPU per upload (see bench/README.md, Load).
  */
 export function uploadRequestOf(c: Context): UploadRequest {
   const incoming = incomingOf(c)

@@ -1,4 +1,5 @@
 import type { Sql } from '../db/client.ts'
+import { settleWithin } from '../settle-within.ts'
 import type { Storage } from '../storage/index.ts'
 import { sweepStorage, type SweepCounts, type SweepSettings } from './sweep.ts'
 
@@ -50,7 +51,7 @@ export function startRetentionSweeper({ sql, storage, settings, intervalMs, log 
   async function stop(waitMs = 3_000) {
     clearTimeout(first)
     clearInterval(timer)
-    await Promise.race([sweeping, new Promise((resolve) => setTimeout(resolve, waitMs).unref())])
+    await settleWithin(sweeping, waitMs)
   }
 }
 

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import os from 'node:os'
 import { Piscina } from 'piscina'
 import type { Sql } from '../db/client.ts'
+import { settleWithin } from '../settle-within.ts'
 import type { Outcome } from './execute.ts'
 import { claimTask, releaseTasks, renewLeases, retryLater, settleAbandonedTasks } from './queries.ts'
 
@@ -117,18 +118,6 @@ export function startDispatcher(options: DispatcherOptions) {
     await pool.destroy()
     const listener = await listening
     if (listener) await settleWithin(listener.unlisten(), STOP_QUERY_MS)
-  }
-}
-
-/** Waits for `work` to settle, `ms` at most; true if it did. */
-async function settleWithin(work: Promise<unknown> | null, ms: number): Promise<boolean> {
-  if (!work) return true
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), ms) })
-  try {
-    return await Promise.race([work.then(() => true, () => true), timeout])
-  } finally {
-    clearTimeout(timer)
   }
 }
 

@@ -8,12 +8,16 @@ import type { Browser, Page } from 'playwright-core'
 import { launchBrowser, signIn } from './support/browser.ts'
 import { createTestDatabase, type TestDatabase } from './support/database.ts'
 import { startTestGateway, type TestGateway } from './support/gateway.ts'
+import { skipUnlessBrowser } from './support/requirements.ts'
 
 let db: TestDatabase
 let gateway: TestGateway
 let browser: Browser
 
+const skip = skipUnlessBrowser()
+
 before(async () => {
+  if (skip) return // no browser: every test below is skipped
   db = await createTestDatabase()
   await db.sql.unsafe(`
     create table orders (id int primary key, customer text, note text, total numeric(8, 2));
@@ -45,7 +49,7 @@ async function snapshot(page: Page, name: string) {
   if (dir) await page.screenshot({ path: path.join(dir, `sluice-${name}.png`), fullPage: true })
 }
 
-test('dataset page → export form → progress page → the downloaded file, once', async () => {
+test('dataset page → export form → progress page → the downloaded file, once', { skip }, async () => {
   const page = await browser.newPage()
   await signIn(page, gateway.url, gateway.adminToken)
   const downloads: string[] = []
@@ -87,7 +91,7 @@ test('dataset page → export form → progress page → the downloaded file, on
   await page.close()
 })
 
-test('without JavaScript the task page refreshes itself until it shows the link', async () => {
+test('without JavaScript the task page refreshes itself until it shows the link', { skip }, async () => {
   const context = await browser.newContext({ javaScriptEnabled: false, acceptDownloads: true })
   const page = await context.newPage()
   await signIn(page, gateway.url, gateway.adminToken)
@@ -118,7 +122,7 @@ test('without JavaScript the task page refreshes itself until it shows the link'
   await context.close()
 })
 
-test('a value that does not fit its column is shown on the form, not queued', async () => {
+test('a value that does not fit its column is shown on the form, not queued', { skip }, async () => {
   const tasksBefore = await countTasks()
   const page = await browser.newPage()
   await signIn(page, gateway.url, gateway.adminToken)

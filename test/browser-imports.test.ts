@@ -7,13 +7,17 @@ import type { Browser } from 'playwright-core'
 import { launchBrowser, signIn } from './support/browser.ts'
 import { createTestDatabase, type TestDatabase } from './support/database.ts'
 import { startTestGateway, type TestGateway } from './support/gateway.ts'
+import { skipUnlessBrowser } from './support/requirements.ts'
 
 let db: TestDatabase
 let gateway: TestGateway
 let browser: Browser
 let scratch: string
 
+const skip = skipUnlessBrowser()
+
 before(async () => {
+  if (skip) return // no browser: every test below is skipped
   db = await createTestDatabase()
   await db.sql.unsafe(`create table customers (id int primary key, full_name text not null, joined date, vip boolean default false)`)
   gateway = await startTestGateway(db.url)
@@ -28,7 +32,7 @@ after(async () => {
   if (scratch) await rm(scratch, { recursive: true, force: true })
 })
 
-test('upload through the form, map a column in the preview, end on the result with its error report', async () => {
+test('upload through the form, map a column in the preview, end on the result with its error report', { skip }, async () => {
   const file = path.join(scratch, 'customers.csv')
   // Semicolons and Windows line ends, as Excel saves them; "Name" must be mapped by hand;
   // "notes" is skipped; line 4 has a bad date.
@@ -70,7 +74,7 @@ test('upload through the form, map a column in the preview, end on the result wi
   await page.close()
 })
 
-test('without JavaScript the upload form still works and a mapping error is shown on the preview', async () => {
+test('without JavaScript the upload form still works and a mapping error is shown on the preview', { skip }, async () => {
   const context = await browser.newContext({ javaScriptEnabled: false })
   const page = await context.newPage()
   await signIn(page, gateway.url, gateway.adminToken)

@@ -7,6 +7,7 @@ import type { Browser, Page } from 'playwright-core'
 import { launchBrowser, signIn } from './support/browser.ts'
 import { createTestDatabase, type TestDatabase } from './support/database.ts'
 import { startTestGateway, waitForTask, type TaskJson, type TestGateway } from './support/gateway.ts'
+import { skipUnlessBrowser } from './support/requirements.ts'
 
 // Markup in names, cells and messages must reach the page as text. Each payload sets a
 // flag or opens a dialog if it ever runs; the raw HTML must hold it escaped.
@@ -22,7 +23,10 @@ let gateway: TestGateway
 let browser: Browser
 let scratch: string
 
+const skip = skipUnlessBrowser()
+
 before(async () => {
+  if (skip) return // no browser: every test below is skipped
   db = await createTestDatabase()
   await db.sql.unsafe(`create table ${quote(TABLE)} (id int primary key, ${quote(COLUMN)} text, joined date)`)
   await db.sql`insert into ${db.sql(TABLE)} values (1, ${CELL}, '2024-01-01')`
@@ -64,7 +68,7 @@ async function assertEscaped(pathname: string, payloads: string[]) {
   assert.equal(/<script>(?!<\/script>)/.test(html.replace(/<script src="[^"]+" defer><\/script>/g, '')), false, `${pathname} has an inline script`)
 }
 
-test('hostile dataset, column, cell, error and token names are shown as text on every page', async () => {
+test('hostile dataset, column, cell, error and token names are shown as text on every page', { skip }, async () => {
   const { page, dialogs, violations } = await watchedPage()
   const tablePath = `/datasets/${encodeURIComponent(TABLE)}`
 
@@ -115,7 +119,7 @@ test('hostile dataset, column, cell, error and token names are shown as text on 
   await page.close()
 })
 
-test('the CSP blocks an inline script even if one got into a page', async () => {
+test('the CSP blocks an inline script even if one got into a page', { skip }, async () => {
   // The second line of defence, checked directly: a page of ours with a script the server did not send.
   const { page, dialogs, violations } = await watchedPage()
   await page.goto(`${gateway.url}/`)

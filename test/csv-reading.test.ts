@@ -8,11 +8,12 @@ import vm from 'node:vm'
 import iconv from 'iconv-lite'
 import {
   detectDialect, readRecords, SAMPLE_BYTES,
-  type CsvRecord, type Dialect, type DialectOverrides, type ReadOptions,
+  type CsvRecord, type Dialect, type DialectOverrides, type LineAccount, type ReadOptions,
+  newLineAccount,
 } from '../src/imports/index.ts'
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
-const corpusRoot = path.resolve(repoRoot, '../shared/corpus')
+const corpusRoot = path.resolve(repoRoot, 'test/fixtures/corpus')
 
 type ManifestEntry = {
   file: string
@@ -45,9 +46,9 @@ function sampleOf(file: string): Buffer {
 }
 
 /** What an import does: detect from the first bytes, then stream the file from disk. */
-async function importCorpusFile(file: string, chunkSize = 64 * 1024): Promise<CsvRecord[]> {
+async function importCorpusFile(file: string, chunkSize = 64 * 1024, account?: LineAccount): Promise<CsvRecord[]> {
   const dialect = detectDialect(sampleOf(file), DECLARED[file] ?? {})
-  return collect(readRecords(fs.createReadStream(corpusPath(file), { highWaterMark: chunkSize }), dialect))
+  return collect(readRecords(fs.createReadStream(corpusPath(file), { highWaterMark: chunkSize }), dialect, { account }))
 }
 
 async function collect(records: AsyncIterable<CsvRecord>): Promise<CsvRecord[]> {
@@ -130,24 +131,31 @@ describe('corpus: what the notes state', () => {
   })
 
   test('milk.csv and doublequote.csv: the same field count in every record', async () => {
-    const milk = await importCorpusFile('files/clevercsv/milk.csv')
+    const account = newLineAccount()
+    const milk = await importCorpusFile('files/clevercsv/milk.csv', undefined, account)
     assert.ok(milk.every((r) => r.fields.length === 23))
-    assert.ok(milk.some((r) => r.fields.some((f) => f.includes('"Information"'))))
+    assert.equal(milk.at(-1)!.fields[0], 'Jun-15', 'the last data row; the numbered notes below it are the footer')
+    assert.ok(milk.every((r) => !r.fields.some((f) => f.includes('"Information"'))), 'no footnote is loaded as a row')
+    assert.equal(account.footer, 9)
+    assert.equal(account.total, account.header + account.records + account.footer + account.blank)
     const doubled = await importCorpusFile('files/frictionless-py/doublequote.csv')
     assert.ok(doubled.every((r) => r.fields.length === 17))
   })
 
-  test('airedale.csv: the footer after a blank CRLF line keeps its true line number', async () => {
-    const records = await importCorpusFile('files/clevercsv/airedale.csv')
-    const footer = records.at(-1)!
-    assert.equal(footer.fields[0], 'Report created October 10 - RX7 RWW')
-    assert.equal(footer.line, records.at(-2)!.line + 2)
-    assert.ok(records.every((r) => r.fields.length === 8))
+  test('airedale.csv: the note after a blank CRLF line is the footer, counted by its lines', async () => {
+    const account = newLineAccount()
+    const records = await importCorpusFile('files/clevercsv/airedale.csv', undefined, account)
+    assert.ok(records.every((r) => r.fields.length === 8 && !r.fields[0]!.startsWith('Report created')))
+    assert.equal(account.footer, 2, 'the blank line and "Report created October 10 - RX7 RWW"')
+    assert.equal(account.total, records.at(-1)!.line + 2)
   })
 
-  test('blank-rows.csv: ",," is a record of empty fields, not a blank line', async () => {
-    const records = await importCorpusFile('files/frictionless-py/blank-rows.csv')
-    assert.deepEqual(records.at(-1)!.fields, ['', '', ''])
+  test('blank-rows.csv: ",," is a blank line (only delimiters), skipped and counted', async () => {
+    const account = newLineAccount()
+    const records = await importCorpusFile('files/frictionless-py/blank-rows.csv', undefined, account)
+    assert.ok(records.every((r) => r.fields.some((f) => f !== '')))
+    assert.ok(account.blank >= 1)
+    assert.equal(account.total, account.header + account.records + account.blank + account.footer)
   })
 
   test('411.csv: a trailing empty field beyond the header is trimmed', async () => {
@@ -203,36 +211,50 @@ describe('encodings', () => {
     assert.equal(detectDialect(bytes.subarray(0, bytes.length - 2)).encoding, 'utf-8')
   })
 
-  test('invalid UTF-8 is reported with its line and bytes, never replaced', async () => {
+  // A row in another encoding (one Latin-1 name in a UTF-8 file) is that row's problem: it is
+  // reported with its line and bytes and fails as a row, and the rest of the file still reads.
+  test('invalid UTF-8 makes its row fail with the line and bytes, never silently replaced', async () => {
     const valid = 'id,name\n' + Array.from({ length: 10 }, (_, i) => `${i + 1},café\n`).join('') // lines 1-11
     const bytes = Buffer.concat([Buffer.from(valid + '11,caf'), Buffer.from([0xc3, 0x28]), Buffer.from('\n12,x\n')])
-    const err = await importFailure(bytes, { encoding: 'utf-8' })
-    assert.equal(err.code, 'INVALID_ENCODING')
-    assert.equal(err.line, 12)
-    assert.equal(err.message, 'line 12: bytes 0xC3 0x28 are not valid utf-8. Re-save the file as UTF-8 or choose its encoding.')
+    const { records } = await importBytes(bytes, { encoding: 'utf-8' })
+    const bad = records.filter((r) => r.problem !== null)
+    assert.deepEqual(bad.map((r) => r.line), [12])
+    // 0x28 is "(": the sequence that 0xC3 starts is cut short, and only 0xC3 is invalid (WHATWG).
+    assert.equal(bad[0]!.problem, 'byte 0xC3 is not valid utf-8 (shown as \uFFFD): this row is probably in another encoding; fix the row, or choose the file\'s encoding')
+    assert.deepEqual(bad[0]!.fields, ['11', 'caf\uFFFD('])
+    assert.deepEqual(records.at(-1)!.fields, ['12', 'x'], 'the rows after it still read')
   })
 
-  test('invalid bytes beyond the detection sample fail the import at their line', async () => {
+  test('invalid bytes beyond the detection sample make their row fail at its line', async () => {
     const head = 'id,name\n' + 'x,y\n'.repeat(SAMPLE_BYTES / 4)
-    const bytes = Buffer.concat([Buffer.from(head), Buffer.from([0xff]), Buffer.from('\n')])
-    const err = await importFailure(bytes)
-    assert.equal(err.code, 'INVALID_ENCODING')
-    assert.match(err.message, new RegExp(`^line ${SAMPLE_BYTES / 4 + 2}: byte 0xFF is not valid utf-8`))
+    const bytes = Buffer.concat([Buffer.from(head), Buffer.from([0xff]), Buffer.from(',z\nlast,row\n')])
+    const { records } = await importBytes(bytes)
+    const bad = records.filter((r) => r.problem !== null)
+    assert.deepEqual(bad.map((r) => r.line), [SAMPLE_BYTES / 4 + 2])
+    assert.match(bad[0]!.problem!, /^byte 0xFF is not valid utf-8/)
   })
 
   test('a UTF-8 sequence cut off by the end of the file is invalid', async () => {
-    const err = await importFailure(Buffer.concat([Buffer.from('a\nb\n'), Buffer.from([0xe2, 0x82])]), { encoding: 'utf-8' })
-    assert.match(err.message, /^line 3: bytes 0xE2 0x82 are not valid utf-8/)
+    const { records } = await importBytes(Buffer.concat([Buffer.from('a\nb\n'), Buffer.from([0xe2, 0x82])]), { encoding: 'utf-8' })
+    assert.equal(records.at(-1)!.line, 3)
+    assert.match(records.at(-1)!.problem!, /^bytes 0xE2 0x82 are not valid utf-8/)
+  })
+
+  test('undecodable bytes in skipped lines and the header do not shift the blame to a later row', async () => {
+    const bytes = Buffer.concat([Buffer.from('Title \xff\n\nid,n\xe9me\n', 'latin1'), Buffer.from('1,ok\n2,b'), Buffer.from([0xe9]), Buffer.from('d\n3,ok\n')])
+    const { records } = await importBytes(bytes, { encoding: 'utf-8', skipLines: 2 })
+    assert.deepEqual(records[0]!.fields, ['id', 'n\uFFFDme'])
+    assert.deepEqual(records.filter((r) => r.problem !== null).map((r) => r.line), [5])
   })
 
   test('a literal U+FFFD in UTF-8 is data, not an error', async () => {
     assert.deepEqual((await importBytes(Buffer.from('a\n\uFFFD\n'))).fields, [['a'], ['\uFFFD']])
   })
 
-  test('a byte windows-1252 does not define is reported', async () => {
-    const err = await importFailure(Buffer.from([0x61, 0x0a, 0x62, 0x81, 0x0a]), { encoding: 'windows-1252' })
-    assert.equal(err.code, 'INVALID_ENCODING')
-    assert.match(err.message, /^line 2: byte 0x81 is not valid windows-1252/)
+  test('a byte windows-1252 does not define is reported on its row', async () => {
+    const { records } = await importBytes(Buffer.from([0x61, 0x0a, 0x62, 0x81, 0x0a]), { encoding: 'windows-1252' })
+    assert.equal(records[1]!.line, 2)
+    assert.match(records[1]!.problem!, /^byte 0x81 is not valid windows-1252/)
   })
 })
 

@@ -10,6 +10,7 @@ import { after, before, describe, test } from 'node:test'
 import { gzipSync } from 'node:zlib'
 import { createTestDatabase, type TestDatabase } from './support/database.ts'
 import { isFinished, signInWithForm, startTestGateway, waitForTask, type TaskJson, type TestGateway } from './support/gateway.ts'
+import { skipUnlessRoot } from './support/requirements.ts'
 import { waitFor } from './support/wait.ts'
 
 type Task = TaskJson & { lastError: string | null; maxAttempts: number; startedAt: string | null; details: Record<string, unknown> }
@@ -62,7 +63,7 @@ async function startExport(gateway: TestGateway, dataset: string, query = ''): P
 
 const finished = async (gateway: TestGateway, id: string, timeoutMs = 30_000) => (await waitForTask(gateway, id, undefined, timeoutMs)) as Task
 
-describe('a full disk', () => {
+describe('a full disk', { skip: skipUnlessRoot() }, () => {
   const SPACE = 8 * 1024 * 1024
   let mountPoint = ''
   let mounted = false

@@ -93,12 +93,12 @@ describe('reading what people really send', () => {
     assert.deepEqual(await rowsOf('select id, word, note from words order by id'), [['1', '', null], ['2', 'x', '']])
   })
 
-  test('invalid bytes are reported with their line, never replaced', async () => {
+  test('invalid bytes fail their row, reported with its line, never loaded replaced', async () => {
     await db.sql`delete from words`
     const bytes = Buffer.concat([Buffer.from('id,word,note\n1,ok,x\n2,ba'), Buffer.from([0xc3, 0x28]), Buffer.from('d,y\n')])
     const task = await importFile('words', bytes, 'encoding=utf-8')
     assert.equal(task.state, 'failed')
-    assert.match(task.error!, /line 3: bytes 0xC3 0x28 are not valid utf-8/)
+    assert.match(task.error!, /line 3, byte 0xC3 is not valid utf-8 \(shown as \uFFFD\): this row is probably in another encoding; fix the row/)
     assert.deepEqual(await rowsOf('select id from words'), [])
   })
 })
@@ -303,7 +303,7 @@ test('cancel mid-load leaves nothing half-loaded', async () => {
 })
 
 describe('every corpus file with an expected parse imports to exactly those records', async () => {
-  const corpus = path.resolve(import.meta.dirname, '../../shared/corpus')
+  const corpus = path.resolve(import.meta.dirname, 'fixtures/corpus')
   const manifest = JSON.parse(await readFile(path.join(corpus, 'manifest.json'), 'utf8')) as { file: string; expected: string | null; notes: string; delimiter: string; quote: string; escape: string | null }[]
   let n = 0
   for (const entry of manifest.filter((e) => e.expected)) {

@@ -9,6 +9,7 @@ import { isTransient, isUserError, UserError } from '../errors.ts'
 import type { Storage } from '../storage/index.ts'
 import { ErrorPage } from '../../views/error-page.tsx'
 import { apiRoutes } from './api.ts'
+import { uploadApiRoutes } from './uploads.ts'
 import { incomingOf } from './incoming.ts'
 import { authenticate, authRoutes, securityHeaders } from './auth.tsx'
 import { pageRoutes } from './pages.tsx'
@@ -89,6 +90,7 @@ export function createApp(deps: Deps) {
   app.route('/', authRoutes())
   app.route('/', signedFileRoutes())
   app.route('/api', apiRoutes())
+  app.route('/api', uploadApiRoutes())
   app.route('/', pageRoutes())
 
   app.notFound((c) => {

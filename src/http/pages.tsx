@@ -1,15 +1,16 @@
 import { readFileSync } from 'node:fs'
 import { Hono, type Context } from 'hono'
 import type { ContentfulStatusCode } from 'hono/utils/http-status'
-import { isAdmin, mayAccess, requesterOf } from '../auth/index.ts'
+import { isAdmin, requesterOf } from '../auth/index.ts'
 import { asRole } from '../db/client.ts'
 import { findDataset, listDatasets } from '../datasets/index.ts'
 import { isUserError, UserError } from '../errors.ts'
 import { requestExport } from '../exports/index.ts'
-import { enqueueImport, findTable, getUpload, parseImportOptions, previewUpload, proposeTargets, receiveUpload, type UploadRow } from '../imports/index.ts'
+import { enqueueImport, findTable, parseImportOptions, proposeTargets, READING_OPTION_KEYS, receiveUpload, type UploadRow } from '../imports/index.ts'
+import { getVisibleUpload, readPreview } from './uploads.ts'
 import type { Storage } from '../storage/index.ts'
 import type { Dataset } from '../datasets/index.ts'
-import { UploadPreviewPage } from '../../views/upload-preview.tsx'
+import { UploadPreviewPage, type ReadingChoice } from '../../views/upload-preview.tsx'
 import { listRecentTasks, requestCancel } from '../tasks/queries.ts'
 import { DatasetPage } from '../../views/dataset.tsx'
 import { HomePage } from '../../views/home.tsx'
@@ -81,8 +82,8 @@ export function pageRoutes() {
     const { sql, config, storage } = c.get('deps')
     const upload = await getVisibleUpload(c, c.req.param('id'))
     const dataset = await findTable(sql, config.datasetSchema, upload.dataset, requesterOf(c.get('principal')))
-    const overrides = pickDialect(c.req.query())
-    return render(c, await renderPreview(storage, dataset, upload, overrides))
+    const choice = pickReading(c.req.query())
+    return render(c, await renderPreview(storage, dataset, upload, choice))
   })
 
   pages.post('/uploads/:id/imports', async (c) => {
@@ -92,20 +93,20 @@ export function pageRoutes() {
     const dataset = await findTable(sql, config.datasetSchema, upload.dataset, requester)
     const form = await c.req.parseBody({ all: true })
     const values = (key: string) => [form[key]].flat().filter((v): v is string => typeof v === 'string')
-    const overrides = pickDialect(Object.fromEntries(['encoding', 'delimiter', 'header'].map((k) => [k, values(k)[0]])))
+    const choice = pickReading(Object.fromEntries(READING_OPTION_KEYS.map((k) => [k, values(k)[0]])))
     const pairs: [string, string][] = [
       ['columns', values('column').map(quoteListItem).join(',')],
       ['mode', values('mode')[0] ?? 'insert'],
       ['onError', values('onError')[0] ?? 'abort'],
       ['dryRun', values('dryRun').length > 0 ? 'true' : 'false'],
-      ...Object.entries(overrides).filter((e): e is [string, string] => e[1] !== undefined),
+      ...readingPairs(choice),
     ]
     try {
       const task = await enqueueImport(sql, upload, parseImportOptions(pairs, dataset), config.taskMaxAttempts, requester)
       return c.redirect(`/tasks/${task.id}`, 303)
     } catch (err) {
       if (!isUserError(err)) throw err
-      return render(c, await renderPreview(storage, dataset, upload, overrides, err.message), 400)
+      return render(c, await renderPreview(storage, dataset, upload, choice, err.message), 400)
     }
   })
 
@@ -146,34 +147,34 @@ function findVisibleDataset(c: Context<AppEnv>, name: string) {
   return asRole(sql, c.get('principal').dbRole, (tx) => findDataset(tx, config.datasetSchema, name))
 }
 
-async function getVisibleUpload(c: Context<AppEnv>, id: string): Promise<UploadRow> {
-  const upload = await getUpload(c.get('deps').sql, id)
-  if (!upload || !mayAccess(c.get('principal'), upload.ownerId)) throw new UserError('UPLOAD_NOT_FOUND', 'There is no upload with that id.', 404)
-  return upload
-}
-
-async function renderPreview(storage: Storage, dataset: Dataset, upload: UploadRow, overrides: DialectChoice, error?: string) {
-  let preview
+async function renderPreview(storage: Storage, dataset: Dataset, upload: UploadRow, choice: ReadingChoice, error?: string) {
+  // The import's own parser checks the choice: one it would refuse is shown with its reason, and the file as detected.
   try {
-    preview = await previewUpload(storage.pathOf(upload.storageKey), { ...overrides, header: overrides.header === undefined ? undefined : overrides.header === 'true' })
+    parseImportOptions(readingPairs(choice), dataset)
   } catch (err) {
-    throw new UserError('BAD_DIALECT', `The file cannot be read that way: ${(err as Error).message}`, 422)
+    if (!isUserError(err) || Object.keys(choice).length === 0) throw err
+    return renderPreview(storage, dataset, upload, {}, err.message)
   }
-  const first = preview.rows[0]?.fields ?? []
-  const proposed = proposeTargets(dataset.columns.map((c) => c.name), first, preview.dialect.header)
-  return <UploadPreviewPage dataset={dataset} upload={upload} preview={preview} proposed={proposed} overrides={overrides} error={error} />
+  const preview = await readPreview(storage, dataset, upload, readingPairs(choice))
+  const { dialect } = preview
+  const proposed = proposeTargets(dataset.columns.map((c) => c.name), preview.columnNames, dialect.header, dialect.renamed)
+  return <UploadPreviewPage dataset={dataset} upload={upload} preview={preview} proposed={proposed} choice={choice} error={error} />
 }
 
-type DialectChoice = { encoding?: string; delimiter?: string; header?: string }
-
-/** Only the dialect fields, each checked by parseImportOptions before use. */
-function pickDialect(query: Record<string, string | undefined>): DialectChoice {
-  const choice: DialectChoice = {}
-  if (query.encoding) choice.encoding = query.encoding
-  if (query.delimiter) choice.delimiter = query.delimiter
-  if (query.header === 'true' || query.header === 'false') choice.header = query.header
+/**
+ * Only the reading options, as given; parseImportOptions checks them before use. A field
+ * still at the value detection showed (`shown.<key>`) is no choice: it is detected again.
+ */
+function pickReading(query: Record<string, string | undefined>): ReadingChoice {
+  const choice: ReadingChoice = {}
+  for (const key of READING_OPTION_KEYS) {
+    const value = query[key]
+    if (value !== undefined && value !== '' && value !== query[`shown.${key}`]) choice[key] = value
+  }
   return choice
 }
+
+const readingPairs = (choice: ReadingChoice): [string, string][] => Object.entries(choice).filter((e): e is [string, string] => e[1] !== undefined)
 
 type FormBody = Record<string, string | File | (string | File)[]>
 

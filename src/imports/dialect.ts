@@ -1,6 +1,7 @@
 import { isUtf8 } from 'node:buffer'
 import { analyse } from 'chardet'
 import iconv from 'iconv-lite'
+import { detectLayout, type Layout, type LayoutOverrides, type SampleRecord } from './layout.ts'
 
 export type LineEnding = '\n' | '\r\n' | '\r' | 'mixed'
 
@@ -13,7 +14,11 @@ export type Dialect = {
   header: boolean
   lineEnding: LineEnding
   sepLine: boolean // Excel's "sep=;" first line: it sets the delimiter and is not data
-}
+  /** The sample has records that span lines (quoted line breaks): a long one later is no surprise. */
+  multilineRecords: boolean
+  /** Why each guess was made, in sentences for the preview and the task. */
+  reasons: string[]
+} & Layout
 
 /** What the user chose: each one wins over detection. */
 export type DialectOverrides = {
@@ -21,8 +26,7 @@ export type DialectOverrides = {
   delimiter?: string
   quote?: string | null
   escape?: string | null
-  header?: boolean
-}
+} & LayoutOverrides
 
 type Quoting = Pick<Dialect, 'delimiter' | 'quote' | 'escape'>
 type Limits = { maxFieldBytes: number; maxFields: number }
@@ -37,35 +41,60 @@ const BOMS: [string, number[]][] = [['utf-8', [0xef, 0xbb, 0xbf]], ['utf-16le', 
 // has € and smart quotes and Latin-1 only control codes, so windows-1252 stands for both.
 const WESTERN = new Set(['ISO-8859-1', 'windows-1252'])
 const CHARDET_MARGIN = 10 // confidence points another encoding needs over the western guess
-const HEADER_SAMPLE_ROWS = 100
 const ENCODING_ALIASES: Record<string, string> = {
   utf8: 'utf-8', ascii: 'utf-8', 'us-ascii': 'utf-8', utf16le: 'utf-16le', utf16be: 'utf-16be',
   latin1: 'iso-8859-1', 'latin-1': 'iso-8859-1', cp1252: 'windows-1252',
 }
 const UNLIMITED = { maxFieldBytes: Infinity, maxFields: Infinity }
-const NUMBER = /^[-+]?[$€£¥]?(?=[.,]?\d)(?:\d+|\d{1,3}(?:[,.' ]\d{3})+)?(?:[.,]\d+)?(?:[eE][-+]?\d+)?%?$/
-const DATE = /^(?:\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?|\d{1,2}:\d{2}(?::\d{2})?)$/
 
 /**
  * Guess how the file is written from its first bytes (up to SAMPLE_BYTES; a record or a
  * character may be cut at the end). Overrides win over what is guessed.
  */
-export function detectDialect(sample: Buffer, overrides: DialectOverrides = {}): Dialect {
+export function detectDialect(sample: Buffer, overrides: DialectOverrides = {}, tailSample: Buffer | null = null): Dialect {
   checkOverrides(overrides)
   const encoding = overrides.encoding ? normalizeEncoding(overrides.encoding) : detectEncoding(sample)
   const text = iconv.decode(sample, encoding) // drops the BOM; a cut character is harmless here
   const sep = /^sep=([^\r\n])(?:\r\n|\r|\n|$)/i.exec(text)
   const body = sep ? text.slice(sep[0].length) : text
-  const quoting = detectQuoting(body, { ...overrides, delimiter: overrides.delimiter ?? sep?.[1] })
-  const { complete, last } = tokenizeSample(body, quoting)
+  const reasons: string[] = []
+  const quoting = detectQuoting(body, { ...overrides, delimiter: overrides.delimiter ?? sep?.[1] }, reasons)
+  const tokenize = (part: string) => sampleRecords(part, quoting)
+  const tail = tailSample ? iconv.decode(tailSample, encoding) : null
+  const layout = detectLayout(body, tail, tokenize, overrides)
   return {
     encoding,
     bom: bomEncoding(sample) === encoding,
     ...quoting,
-    header: overrides.header ?? detectHeader(last ? [...complete, last] : complete),
     lineEnding: detectLineEnding(text),
     sepLine: sep !== null,
+    multilineRecords: tokenize(body).some((r) => r.lines > 1),
+    ...layout,
+    reasons: [...reasons, ...layout.reasons],
   }
+}
+
+/** The sample's records with their first line and how many lines each spans; a record cut by the sample's end is kept. */
+function sampleRecords(text: string, quoting: Quoting): SampleRecord[] {
+  const tokenizer = createTokenizer(quoting, UNLIMITED)
+  const parsed = tokenizer.push(text)
+  try {
+    parsed.push(...tokenizer.end())
+  } catch {
+    // the sample ends inside a quoted field
+  }
+  let line = 1
+  return parsed.map(({ record, raw }) => {
+    const breaks = countLineBreaks(raw)
+    const lines = Math.max(1, /(?:\r\n|\r|\n)$/.test(raw) ? breaks : breaks + 1)
+    const at = line
+    line += breaks
+    return { fields: record, line: at, lines }
+  })
+}
+
+function countLineBreaks(text: string): number {
+  return (text.match(/\r\n|\r|\n/g) ?? []).length
 }
 
 function detectEncoding(sample: Buffer): string {
@@ -112,7 +141,7 @@ function bomEncoding(sample: Buffer): string | null {
  * Tries every candidate delimiter, quote and escape and keeps the one under which the
  * records' field counts are most consistent (CleverCSV's pattern score).
  */
-function detectQuoting(text: string, fixed: Partial<Quoting>): Quoting {
+function detectQuoting(text: string, fixed: Partial<Quoting>, reasons: string[]): Quoting {
   let best: Quoting | null = null
   let bestScore = -1
   for (const delimiter of fixed.delimiter ? [fixed.delimiter] : DELIMITERS) {
@@ -126,9 +155,55 @@ function detectQuoting(text: string, fixed: Partial<Quoting>): Quoting {
   }
   const { delimiter, quote, escape } = best!
   // A file that escapes with a backslash and never quotes a field has no quote character.
-  const finalQuote = fixed.quote !== undefined || escape === null || opensQuotedField(text, delimiter, quote)
+  let finalQuote = fixed.quote !== undefined || escape === null || opensQuotedField(text, delimiter, quote)
     ? quote : null
-  return { delimiter, quote: finalQuote, escape: fixed.escape !== undefined ? fixed.escape : escape ?? finalQuote }
+  if (fixed.quote === undefined && finalQuote !== null) {
+    const { closed, broken } = quoteEvidence(text, delimiter, finalQuote)
+    // Where a file quotes, quotes close at field ends; here they don't: they are text (an unquoted dump).
+    if (broken > 0 && closed <= broken) {
+      reasons.push(`no quoting: ${broken} field(s) start with ${finalQuote} but don't end with it at a delimiter or line end, so ${finalQuote} is plain text here (quote=${finalQuote === '"' ? '%22' : finalQuote} forces quoting)`)
+      finalQuote = null
+    }
+  }
+  if (fixed.delimiter === undefined) reasons.push(`delimiter ${DELIMITER_NAMES[delimiter] ?? delimiter}: it gives the most rows of one width`)
+  const finalEscape = fixed.escape !== undefined ? fixed.escape : escape === quote ? finalQuote : escape ?? finalQuote
+  return { delimiter, quote: finalQuote, escape: finalEscape }
+}
+
+const DELIMITER_NAMES: Record<string, string> = { ',': 'comma', ';': 'semicolon', '\t': 'tab', '|': 'pipe' }
+const QUOTED_FIELD_MAX_LINES = 50
+
+/**
+ * Quoted fields in the sample that close where a field ends (before a delimiter, a line
+ * end or the end) against those that close mid-field or run on for many lines.
+ */
+function quoteEvidence(text: string, delimiter: string, quote: string): { closed: number; broken: number } {
+  let closed = 0
+  let broken = 0
+  let atFieldStart = true
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!
+    if (atFieldStart && c === quote) {
+      let j = i + 1
+      let lines = 0
+      for (; j < text.length; j++) {
+        const d = text[j]!
+        if (d === '\n') lines++
+        if (d !== quote) continue
+        if (text[j + 1] === quote) { j++; continue }
+        break
+      }
+      if (j >= text.length) break // cut by the sample's end: no evidence either way
+      const after = text[j + 1]
+      if (lines <= QUOTED_FIELD_MAX_LINES && (after === undefined || after === delimiter || after === '\n' || after === '\r')) closed++
+      else broken++
+      i = j
+      atFieldStart = false
+      continue
+    }
+    atFieldStart = c === delimiter || c === '\n' || c === '\r'
+  }
+  return { closed, broken }
 }
 
 function quoteCandidates(text: string): (string | null)[] {
@@ -251,40 +326,6 @@ export function createTokenizer(dialect: Quoting, limits: Limits) {
     state = 'fieldStart'
     if (record.length > limits.maxFields) throw parseFailure('CSV_TOO_MANY_FIELDS')
   }
-}
-
-/**
- * The first row is a header unless its cells look like the data below them: a vote per
- * column, as Python's csv.Sniffer does, and a tie means a header (the common case).
- */
-function detectHeader(rows: string[][]): boolean {
-  if (rows.length < 2) return true
-  const [first, ...rest] = rows as [string[], ...string[][]]
-  const data = rest.slice(0, HEADER_SAMPLE_ROWS)
-  const names = first.map((name) => name.trim()).filter((name) => name !== '')
-  let votes = new Set(names).size < names.length ? -1 : 0 // column names rarely repeat; data does
-  first.forEach((name, col) => {
-    const values = data.map((row) => row[col]?.trim() ?? '').filter((v) => v !== '')
-    votes += columnVote(name.trim(), values)
-  })
-  return votes >= 0
-}
-
-function columnVote(name: string, values: string[]): number {
-  const types = new Set(values.map(typeOf))
-  if (types.size !== 1) return 0
-  const type = typeOf(values[0]!)
-  if (type !== 'text') return name === '' ? 0 : typeOf(name) === type ? -1 : 1
-  const length = values[0]!.length
-  if (values.some((v) => v.length !== length)) return 0
-  return name.length === length ? -1 : 1
-}
-
-function typeOf(value: string): 'number' | 'date' | 'boolean' | 'text' {
-  if (NUMBER.test(value)) return 'number'
-  if (DATE.test(value)) return 'date'
-  if (/^(?:true|false)$/i.test(value)) return 'boolean'
-  return 'text'
 }
 
 function detectLineEnding(text: string): LineEnding {

@@ -11,11 +11,11 @@ import { storeUpload, type StoredUpload, type UploadRequest } from './upload.ts'
 
 export { detectDialect, SAMPLE_BYTES } from './dialect.ts'
 export type { Dialect, DialectOverrides, LineEnding } from './dialect.ts'
-export { readRecords } from './read-records.ts'
-export type { CsvReadError, CsvReadErrorCode, CsvRecord, ReadOptions } from './read-records.ts'
-export { parseImportOptions, IMPORT_OPTION_KEYS, type ImportOptions } from './options.ts'
+export { readRecords, newLineAccount } from './read-records.ts'
+export type { CsvReadError, CsvReadErrorCode, CsvRecord, LineAccount, ReadOptions } from './read-records.ts'
+export { parseImportOptions, IMPORT_OPTION_KEYS, READING_OPTION_KEYS, type ImportOptions } from './options.ts'
 export type { ImportSummary, ImportParams } from './run-import.ts'
-export { previewUpload, type Preview } from './preview.ts'
+export { previewUpload, type Preview, type PreviewLine } from './preview.ts'
 export { proposeTargets } from './mapping.ts'
 
 export type UploadRow = { id: string; dataset: string; storageKey: string; fileName: string | null; size: number; sha256: string; ownerId: string | null; createdAt: Date }

@@ -16,7 +16,17 @@ export type ImportOptions = {
   columns: (string | null)[] | null
 }
 
-export const IMPORT_OPTION_KEYS = ['mode', 'key', 'onError', 'dryRun', 'encoding', 'delimiter', 'quote', 'escape', 'header', 'columns'] as const
+export const IMPORT_OPTION_KEYS = [
+  'mode', 'key', 'onError', 'dryRun', 'encoding', 'delimiter', 'quote', 'escape', 'header', 'headerLines',
+  'skipLines', 'skipFooter', 'comment', 'columns',
+] as const
+
+/** The options that decide how the file is read (the rest decide how it is loaded). */
+export const READING_OPTION_KEYS = ['encoding', 'delimiter', 'quote', 'escape', 'header', 'headerLines', 'skipLines', 'skipFooter', 'comment'] as const
+
+// Far more than any title block or footer seen in real files, and small enough that detection's
+// sample and the preview can still show what is skipped.
+export const MAX_SKIP_LINES = 10_000
 
 const DELIMITER_NAMES: Record<string, string> = { comma: ',', semicolon: ';', tab: '\t', pipe: '|', '\\t': '\t' }
 
@@ -69,7 +79,20 @@ export function parseImportOptions(pairs: Iterable<[string, string]>, dataset: D
   if (escape !== undefined) dialect.escape = escape === '' || escape === 'none' ? null : singleCharacter('escape', escape)
   const header = values.get('header')
   if (header !== undefined) dialect.header = boolean('header', header)
+  const headerLines = values.get('headerLines')
+  if (headerLines !== undefined) {
+    if (headerLines !== '1' && headerLines !== '2') throw bad(`headerLines must be 1 or 2, got "${headerLines}"`)
+    if (dialect.header === false) throw bad('headerLines applies only when the file has a header; drop header=false or headerLines')
+    dialect.headerLines = headerLines === '2' ? 2 : 1
+  }
+  const skipLines = values.get('skipLines')
+  if (skipLines !== undefined) dialect.skipLines = count('skipLines', skipLines)
+  const skipFooter = values.get('skipFooter')
+  if (skipFooter !== undefined) dialect.skipFooter = skipFooter === 'auto' || skipFooter === 'none' ? skipFooter : count('skipFooter', skipFooter)
+  const comment = values.get('comment')
+  if (comment !== undefined) dialect.comment = comment === '' || comment === 'none' ? null : singleCharacter('comment', comment)
   if (dialect.delimiter !== undefined && dialect.delimiter === dialect.quote) throw bad('the delimiter and the quote must differ')
+  if (dialect.comment != null && (dialect.comment === dialect.delimiter || dialect.comment === dialect.quote)) throw bad('the comment character must differ from the delimiter and the quote')
 
   return { mode, key, onError, dryRun, dialect, columns }
 }
@@ -94,6 +117,14 @@ function supportedEncoding(name: string): string {
     throw bad((err as Error).message)
   }
   return name
+}
+
+/** A count of lines: a whole number from 0 to MAX_SKIP_LINES, written in digits only. */
+function count(name: string, value: string): number {
+  if (!/^\d{1,5}$/.test(value) || Number(value) > MAX_SKIP_LINES) {
+    throw bad(`${name} must be a number of lines from 0 to ${MAX_SKIP_LINES}${name === 'skipFooter' ? ', auto or none' : ''}, got "${value}"`)
+  }
+  return Number(value)
 }
 
 function singleCharacter(name: string, value: string): string {

@@ -13,7 +13,28 @@ export type CsvRecord = {
   /** Fields written as `""`: an empty string, where an empty unquoted field means NULL (as in COPY). */
   quotedEmpty: number[]
   raw: string // the record's text without its line break, for error reports
+  lines: number // physical lines the record spans (a quoted line break adds one)
+  /** Why the record cannot load whatever its values: bytes the encoding cannot read. */
+  problem: string | null
 }
+
+/**
+ * How every physical line of the file was used; the parts add up to `total`. Filled in as
+ * the file is read: complete once the records have all been taken.
+ */
+export type LineAccount = {
+  total: number
+  sepLine: number
+  skipped: number // before the header (or first record): titles, notes
+  header: number
+  blank: number // empty, or only delimiters
+  comment: number
+  footer: number
+  records: number // data records yielded
+  recordLines: number // the physical lines those records span
+}
+
+export const newLineAccount = (): LineAccount => ({ total: 0, sepLine: 0, skipped: 0, header: 0, blank: 0, comment: 0, footer: 0, records: 0, recordLines: 0 })
 
 /** csv-parse hands `cast` each field with its quoting; this marks `""` apart from nothing at all. */
 const QUOTED_EMPTY = Object.freeze({ quotedEmpty: true })
@@ -23,6 +44,8 @@ export type ReadOptions = {
   onProgress?: (bytesRead: number) => void
   maxFieldBytes?: number // also caps a whole record: csv-parse measures the record, not the field
   maxFields?: number
+  /** Filled in while reading: how each line of the file was used. */
+  account?: LineAccount
 }
 
 export type CsvReadErrorCode = 'INVALID_ENCODING' | 'MALFORMED_CSV' | 'FIELD_TOO_LARGE' | 'TOO_MANY_FIELDS'
@@ -47,41 +70,172 @@ const PARSE_FAILURES: Record<string, [CsvReadErrorCode, (limits: Limits) => stri
     `the record has more than ${l.maxFields} fields. Check that the right delimiter was chosen.`],
 }
 
+// A quoted field over this many lines, in a file whose sample has none that span lines,
+// is a quote that never closed: stop rather than load the lines glued into one cell.
+const RUNAWAY_QUOTE_LINES = 100
+const INVALID_MARK = '\uFDD0' // a noncharacter standing for bytes the encoding cannot read
+
 export async function* readRecords(
   input: AsyncIterable<Buffer> | Readable,
   dialect: Dialect,
   options: ReadOptions = {},
 ): AsyncGenerator<CsvRecord> {
   const opts = { ...READ_DEFAULTS, ...options }
-  const text = decodeText(input, dialect, opts)
+  const account = opts.account ?? newLineAccount()
+  const invalid: number[][] = [] // the bytes behind each INVALID_MARK, in order
+  const lead = { skip: (dialect.sepLine ? 1 : 0) + dialect.skipLines, skipped: 0 }
+  const text = skipLeadingLines(decodeText(input, dialect, opts, invalid, account), lead, invalid)
   const batches = hasEscapeChar(dialect) ? tokenizeText(text, dialect, opts) : parseText(text, dialect, opts)
-  let breaks = 0 // line breaks before the next record
-  let isSepLine = dialect.sepLine
-  let width = -1
+  const maxLines = dialect.multilineRecords ? Infinity : RUNAWAY_QUOTE_LINES
+  let breaks = 0 // line breaks before the next record, after the skipped lines
+  let headerLeft = dialect.header ? Math.max(1, dialect.headerLines) : 0
+  let headerCells: string[] = []
+  let headerFrom = 0 // the header's first line
+  const held: Held[] = [] // records that may turn out to be the footer
+  let seenLines = 0
   try {
     for await (const batch of batches) {
       for (const item of batch) {
         if ('failure' in item) throw item.failure
         const { record, raw } = item
         if (record.length > opts.maxFields) throw parseFailure('CSV_TOO_MANY_FIELDS')
-        const line = breaks + 1
-        breaks += countBreaks(raw)
-        if (record.length === 1 && raw.trim() === '') continue // a blank line
-        if (isSepLine) { isSepLine = false; continue }
-        if (width < 0) width = record.length
-        const quotedEmpty: number[] = []
-        const fields = (record as unknown[]).map((value, i) => {
-          if (value !== QUOTED_EMPTY) return value as string
-          quotedEmpty.push(i)
-          return ''
-        })
-        yield { line, fields: trimTrailingEmpty(fields, width), quotedEmpty, raw: raw.replace(/(?:\r\n|\r|\n)$/, '') }
-        opts.signal?.throwIfAborted()
+        const line = lead.skipped + breaks + 1
+        const recordBreaks = countBreaks(raw)
+        breaks += recordBreaks
+        const lines = /[\r\n]$/.test(raw) ? Math.max(1, recordBreaks) : recordBreaks + 1
+        seenLines = line + lines - 1
+        if (lines > maxLines) throw runawayQuote(line)
+        const kind = dialect.comment !== null && raw.startsWith(dialect.comment) ? 'comment'
+          : record.every((f) => typeof f === 'string' && f.trim() === '') ? 'blank' : 'data'
+        if (kind !== 'data' || headerLeft > 0) dropMarks(raw, invalid) // only data rows report undecodable bytes
+        if (kind === 'data' && headerLeft > 0) {
+          const cells = record.map((f) => typeof f === 'string' ? f.replaceAll(INVALID_MARK, '\uFFFD') : '') // '' for a quoted empty cell
+          headerCells = headerLeft === 2 ? cells : headerCells.length ? joinHeaderCells(headerCells, cells) : cells
+          headerLeft--
+          account.header += lines
+          if (headerFrom === 0) headerFrom = line
+          if (headerLeft === 0) yield headerRecord(headerCells, headerFrom, line + lines - headerFrom, raw, dialect.width)
+          continue
+        }
+        held.push({ kind, item: kind === 'data' ? toRecord(record, raw, line, lines, dialect.width, invalid, dialect.encoding) : null, line, lines })
+        // A record is data for sure once more lines than the footer follow its start.
+        while (held.length > 0 && held[0]!.line <= seenLines - dialect.footerLines) {
+          const next = release(held.shift()!, account)
+          if (next) {
+            yield next
+            opts.signal?.throwIfAborted()
+          }
+        }
       }
     }
   } catch (err) {
-    throw toReadError(err, breaks + 1, opts)
+    throw toReadError(err, lead.skipped + breaks + 1, opts)
   }
+  account.sepLine = dialect.sepLine ? Math.min(1, lead.skipped) : 0
+  account.skipped = lead.skipped - account.sepLine
+  const footerFrom = account.total - dialect.footerLines // the last line that is not footer
+  for (const rest of held) {
+    if (rest.line > footerFrom) {
+      account.footer += rest.lines
+      continue
+    }
+    const next = release(rest, account)
+    if (next) yield next
+  }
+}
+
+type Held = { kind: 'data' | 'blank' | 'comment'; item: CsvRecord | null; line: number; lines: number }
+
+function release(held: Held, account: LineAccount): CsvRecord | null {
+  if (held.kind !== 'data') {
+    account[held.kind] += held.lines
+    return null
+  }
+  account.records++
+  account.recordLines += held.lines
+  return held.item
+}
+
+function toRecord(record: unknown[], raw: string, line: number, lines: number, width: number, invalid: number[][], encoding: string): CsvRecord {
+  const quotedEmpty: number[] = []
+  let marks = 0
+  const fields = record.map((value, i) => {
+    if (value === QUOTED_EMPTY) {
+      quotedEmpty.push(i)
+      return ''
+    }
+    const text = value as string
+    if (!text.includes(INVALID_MARK)) return text
+    marks += text.split(INVALID_MARK).length - 1
+    return text.replaceAll(INVALID_MARK, '\uFFFD')
+  })
+  const problem = marks > 0 ? undecodable(invalid.splice(0, marks), encoding) : null
+  return { line, fields: trimTrailingEmpty(fields, width), quotedEmpty, raw: raw.replace(/(?:\r\n|\r|\n)$/, '').replaceAll(INVALID_MARK, '\uFFFD'), lines, problem }
+}
+
+function headerRecord(cells: string[], line: number, lines: number, raw: string, width: number): CsvRecord {
+  const fields = Array.from({ length: Math.max(width, cells.length) }, (_, i) => cells[i] ?? '')
+  return { line, fields, quotedEmpty: [], raw: raw.replace(/(?:\r\n|\r|\n)$/, ''), lines, problem: null }
+}
+
+/** A two-line header, cell by cell; a top cell left empty continues the one to its left (a merged cell). */
+function joinHeaderCells(top: string[], bottom: string[]): string[] {
+  let carried = ''
+  return Array.from({ length: Math.max(top.length, bottom.length) }, (_, i) => {
+    const above = (top[i] ?? '').trim()
+    if (above !== '') carried = above
+    const below = (bottom[i] ?? '').trim()
+    return [above !== '' ? above : below !== '' ? carried : '', below].filter((p) => p !== '').join(' ')
+  })
+}
+
+function runawayQuote(line: number): Error {
+  return Object.assign(new Error(`line ${line}: a quoted field starts on this line and runs over more than ${RUNAWAY_QUOTE_LINES} lines, ` +
+    'while the rest of the file has one record per line. The quote character is probably plain text in this file: import with quote=none.'), { code: 'MALFORMED_CSV', line })
+}
+
+function undecodable(bytes: number[][], encoding: string): string {
+  const all = bytes.flat()
+  const hex = all.slice(0, 8).map((b) => `0x${b.toString(16).toUpperCase().padStart(2, '0')}`).join(' ')
+  const what = all.length === 0 ? 'some bytes are' : all.length === 1 ? `byte ${hex} is` : `bytes ${hex}${all.length > 8 ? ' …' : ''} are`
+  return `${what} not valid ${encoding} (shown as \uFFFD): this row is probably in another encoding; fix the row, or choose the file's encoding`
+}
+
+/** Drops the first `lead.skip` physical lines of the text (titles above the table), counting them. */
+async function* skipLeadingLines(text: AsyncIterable<string>, lead: { skip: number; skipped: number }, invalid: number[][]): AsyncGenerator<string> {
+  let afterCR = false
+  for await (let chunk of text) {
+    if (lead.skipped < lead.skip) {
+      const before = chunk
+      chunk = dropLines(chunk)
+      dropMarks(before.slice(0, before.length - chunk.length), invalid)
+    }
+    if (!chunk) continue
+    if (afterCR && chunk[0] === '\n') chunk = chunk.slice(1)
+    afterCR = false
+    if (chunk) yield chunk
+  }
+
+  function dropLines(chunk: string): string {
+    while (lead.skipped < lead.skip && chunk.length > 0) {
+      if (afterCR && chunk[0] === '\n') chunk = chunk.slice(1)
+      afterCR = false
+      if (!chunk) return ''
+      const at = chunk.search(/[\r\n]/)
+      if (at < 0) return ''
+      lead.skipped++
+      afterCR = chunk[at] === '\r'
+      chunk = chunk.slice(at + 1)
+    }
+    return chunk
+  }
+}
+
+/** Forgets the queued bytes of the marks in text that is not reported (skipped lines, headers, comments). */
+function dropMarks(text: string, invalid: number[][]): void {
+  let marks = 0
+  for (let at = text.indexOf(INVALID_MARK); at >= 0; at = text.indexOf(INVALID_MARK, at + 1)) marks++
+  if (marks > 0) invalid.splice(0, marks)
 }
 
 /** Line breaks in text: \r\n counts once, and so does one split across two chunks. */
@@ -136,130 +290,130 @@ async function* batchesOf(stream: Readable): AsyncGenerator<ParsedItem[]> {
   }
 }
 
-async function* decodeText(input: AsyncIterable<Buffer>, dialect: Dialect, opts: ReadOptions) {
-  const decoder = createDecoder(dialect.encoding)
+async function* decodeText(input: AsyncIterable<Buffer>, dialect: Dialect, opts: ReadOptions, invalid: number[][], account: LineAccount) {
+  const decoder = createDecoder(dialect.encoding, invalid)
   let bytesRead = 0
-  let lines = 0 // line breaks decoded so far, to place an encoding error
   let afterCR = false
   let atStart = true
+  let last = ''
+  account.total = 0
   for await (const chunk of input) {
     opts.signal?.throwIfAborted()
     bytesRead += chunk.length
-    const text = decode(() => decoder.write(chunk))
+    const text = counted(decoder.write(chunk))
     opts.onProgress?.(bytesRead)
     if (text) yield text
   }
-  const text = decode(() => decoder.end())
+  const text = counted(decoder.end())
   if (text) yield text
+  if (last !== '' && last !== '\n' && last !== '\r') account.total++ // a last line without a break
 
-  function decode(run: () => string): string {
-    let text: string
-    try {
-      text = run()
-    } catch (err) {
-      if (!isDecodeFailure(err)) throw err
-      throw invalidEncoding(err, lines + countBreaks(err.textBefore, afterCR) + 1, dialect.encoding)
-    }
+  function counted(text: string): string {
     if (!text) return ''
-    lines += countBreaks(text, afterCR)
-    afterCR = text.endsWith('\r')
     if (atStart) {
       atStart = false
       if (text.startsWith('\uFEFF')) text = text.slice(1)
     }
+    account.total += countBreaks(text, afterCR)
+    afterCR = text.endsWith('\r')
+    if (text) last = text[text.length - 1]!
     return text
   }
 }
 
 type Decoder = { write(chunk: Buffer): string; end(): string }
-type DecodeFailure = Error & { bytes: number[]; textBefore: string }
 
-function createDecoder(encoding: string): Decoder {
+/**
+ * Bytes the encoding cannot read become INVALID_MARK, their bytes queued in `invalid`: the
+ * record holding them fails with its line, and the rest of the file still reads (a UTF-8
+ * file with one Latin-1 name is one bad row, not a failed import).
+ */
+function createDecoder(encoding: string, invalid: number[][]): Decoder {
   const name = normalizeEncoding(encoding)
-  if (name === 'utf-8') return createUtf8Decoder()
-  // iconv-lite passes lone surrogates through; TextDecoder turns them into U+FFFD, which is caught.
+  if (name === 'utf-8') return createUtf8Decoder(invalid)
+  // iconv-lite passes lone surrogates through; TextDecoder turns them into U+FFFD, which is marked.
   if (name === 'utf-16le' || name === 'utf-16be') {
     const decoder = new TextDecoder(name)
     return {
-      write: (chunk) => rejectReplacements(decoder.decode(chunk, { stream: true }), chunk),
-      end: () => rejectReplacements(decoder.decode(), Buffer.alloc(0)),
+      write: (chunk) => markReplacements(decoder.decode(chunk, { stream: true }), chunk, invalid),
+      end: () => markReplacements(decoder.decode(), Buffer.alloc(0), invalid),
     }
   }
   const decoder = iconv.getDecoder(name)
   return {
-    write: (chunk) => rejectReplacements(decoder.write(chunk), chunk),
-    end: () => rejectReplacements(decoder.end() ?? '', Buffer.alloc(0)),
+    write: (chunk) => markReplacements(decoder.write(chunk), chunk, invalid),
+    end: () => markReplacements(decoder.end() ?? '', Buffer.alloc(0), invalid),
   }
 }
 
-// Decoders other than UTF-8 mark bytes they cannot map with U+FFFD: a genuine U+FFFD in
+// Decoders other than UTF-8 write U+FFFD for bytes they cannot map: a genuine U+FFFD in
 // such a file is rare enough to be reported too.
-function rejectReplacements(text: string, chunk: Buffer): string {
-  const at = text.indexOf('\uFFFD')
-  if (at < 0) return text
-  const bytes = text.length === chunk.length ? [chunk[at]!] : [] // single-byte: one char per byte
-  throw decodeFailure(bytes, text.slice(0, at))
+function markReplacements(text: string, chunk: Buffer, invalid: number[][]): string {
+  if (!text.includes('\uFFFD')) return text
+  const singleByte = text.length === chunk.length // one character per byte: the byte is known
+  return text.replace(/\uFFFD/g, (_, at: number) => {
+    invalid.push(singleByte ? [chunk[at]!] : [])
+    return INVALID_MARK
+  })
 }
 
 // A literal U+FFFD is valid UTF-8 and must pass, so UTF-8 is checked byte-wise, not by replacement.
-function createUtf8Decoder(): Decoder {
+function createUtf8Decoder(invalid: number[][]): Decoder {
   let pending = Buffer.alloc(0) // the start of a character cut by the chunk boundary
   return {
     write(chunk) {
       const bytes = pending.length ? Buffer.concat([pending, chunk]) : chunk
       const cut = bytes.length - incompleteUtf8Tail(bytes)
       pending = Buffer.from(bytes.subarray(cut))
-      const body = bytes.subarray(0, cut)
-      if (isUtf8(body)) return body.toString('utf8')
-      const [start, end] = firstInvalidUtf8(body)
-      throw decodeFailure([...body.subarray(start, end)], body.subarray(0, start).toString('utf8'))
+      return decodeMarked(bytes.subarray(0, cut), invalid)
     },
     end() {
-      if (pending.length) throw decodeFailure([...pending], '')
-      return ''
+      if (!pending.length) return ''
+      invalid.push([...pending])
+      pending = Buffer.alloc(0)
+      return INVALID_MARK
     },
   }
 }
 
-/** [start, end) of the first invalid sequence in body, which is known to hold one. */
-function firstInvalidUtf8(body: Buffer): [number, number] {
-  const decodes = (n: number) => {
-    try {
-      new TextDecoder('utf-8', { fatal: true }).decode(body.subarray(0, n), { stream: true })
-      return true
-    } catch {
-      return false
-    }
+function decodeMarked(body: Buffer, invalid: number[][]): string {
+  if (isUtf8(body)) return body.toString('utf8')
+  let text = ''
+  let from = 0
+  let i = 0
+  while (i < body.length) {
+    const length = validSequenceAt(body, i)
+    if (length > 0) { i += length; continue }
+    const end = i + invalidSequenceLength(body, i)
+    text += body.toString('utf8', from, i) + INVALID_MARK
+    invalid.push([...body.subarray(i, end)])
+    i = from = end
   }
-  let ok = 0
-  let bad = body.length
-  while (bad - ok > 1) {
-    const mid = (ok + bad) >>> 1
-    if (decodes(mid)) ok = mid
-    else bad = mid
-  }
-  // bad - 1 is the byte that broke it; include the lead byte of the sequence it broke.
-  for (let i = bad - 2; i >= Math.max(0, bad - 4); i--) {
-    const b = body[i]!
-    if (b >= 0xc0) return [i + utf8SequenceLength(b) > bad - 1 ? i : bad - 1, bad]
-    if (b < 0x80) break
-  }
-  return [bad - 1, bad]
+  return text + body.toString('utf8', from)
 }
 
-function decodeFailure(bytes: number[], textBefore: string): DecodeFailure {
-  return Object.assign(new Error('undecodable bytes'), { bytes, textBefore })
+/** Length of the well-formed UTF-8 sequence at i (Unicode table 3-7), or 0. */
+function validSequenceAt(b: Buffer, i: number): number {
+  const lead = b[i]!
+  if (lead < 0x80) return 1
+  const cont = (k: number, lo = 0x80, hi = 0xbf) => i + k < b.length && b[i + k]! >= lo && b[i + k]! <= hi
+  if (lead >= 0xc2 && lead <= 0xdf) return cont(1) ? 2 : 0
+  if (lead === 0xe0) return cont(1, 0xa0) && cont(2) ? 3 : 0
+  if ((lead >= 0xe1 && lead <= 0xec) || lead === 0xee || lead === 0xef) return cont(1) && cont(2) ? 3 : 0
+  if (lead === 0xed) return cont(1, 0x80, 0x9f) && cont(2) ? 3 : 0
+  if (lead === 0xf0) return cont(1, 0x90) && cont(2) && cont(3) ? 4 : 0
+  if (lead >= 0xf1 && lead <= 0xf3) return cont(1) && cont(2) && cont(3) ? 4 : 0
+  if (lead === 0xf4) return cont(1, 0x80, 0x8f) && cont(2) && cont(3) ? 4 : 0
+  return 0
 }
 
-function isDecodeFailure(err: unknown): err is DecodeFailure {
-  return err instanceof Error && 'textBefore' in err
-}
-
-function invalidEncoding(failure: DecodeFailure, line: number, encoding: string): CsvReadError {
-  const hex = failure.bytes.map((b) => `0x${b.toString(16).toUpperCase().padStart(2, '0')}`).join(' ')
-  const what = failure.bytes.length === 0 ? 'some bytes are' : failure.bytes.length === 1 ? `byte ${hex} is` : `bytes ${hex} are`
-  return readError('INVALID_ENCODING', line,
-    `${what} not valid ${encoding}. Re-save the file as UTF-8 or choose its encoding.`)
+/** The lead byte and the continuation bytes that followed it before the sequence broke. */
+function invalidSequenceLength(b: Buffer, i: number): number {
+  const lead = b[i]!
+  const expected = lead >= 0xf0 && lead <= 0xf4 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc2 ? 2 : 1
+  let n = 1
+  while (n < expected && i + n < b.length && b[i + n]! >= 0x80 && b[i + n]! <= 0xbf && validSequenceAt(b, i + n) === 0) n++
+  return n
 }
 
 function toReadError(err: unknown, line: number, limits: Limits): unknown {

@@ -1,5 +1,4 @@
 import { createReadStream } from 'node:fs'
-import { open } from 'node:fs/promises'
 import { Readable, Transform } from 'node:stream'
 import type { Sql } from '../db/client.ts'
 import { createRecordCounter } from './count-records.ts'
@@ -8,11 +7,12 @@ import { isTransient, UserError } from '../errors.ts'
 import type { Storage } from '../storage/index.ts'
 import { TaskStopped, type ProgressTracker } from '../tasks/progress.ts'
 import { completeTask, type TaskRow } from '../tasks/queries.ts'
-import { detectDialect, SAMPLE_BYTES, type Dialect } from './dialect.ts'
+import { detectDialect, type Dialect } from './dialect.ts'
 import { copyIn, mergeStaged, type LoadCounts } from './load.ts'
 import { mapColumns, type Mapping } from './mapping.ts'
 import type { ImportOptions } from './options.ts'
-import { readRecords, type CsvRecord } from './read-records.ts'
+import { readSamples, type Samples } from './samples.ts'
+import { newLineAccount, readRecords, type CsvRecord, type LineAccount } from './read-records.ts'
 import { writeErrorReport, type ReportFile } from './report.ts'
 import { describeTarget, type Target } from './target.ts'
 import { ERRORS, STAGING, validateStaged, type Mapped } from './validate.ts'
@@ -30,8 +30,22 @@ export type ImportSummary = {
   deleted: number
   failed: number
   errors: { line: number; message: string }[]
+  /** How every physical line of the file was used; the counts add up to `total`. */
+  lines: LineSummary
   /** True when the file went straight to COPY (clean data); false when staged and validated row by row. */
   direct: boolean
+}
+
+/**
+ * The file's lines by use. `loaded` and `failed` are the lines of records (a quoted
+ * multi-line record counts all its lines); `loaded` holds the records that passed, which
+ * were not written when the import aborted or was a dry run.
+ */
+export type LineSummary = {
+  total: number; sepLine: number; skipped: number; header: number; blank: number; comment: number; footer: number
+  loaded: number; failed: number
+  /** Where the lines that are not data are, e.g. "1-6" and "14-17". */
+  skippedRange: string | null; footerRange: string | null
 }
 
 /** What is known before loading: the mode and the file's reading. */
@@ -66,10 +80,12 @@ export async function runImport(ctx: ImportContext): Promise<ImportOutcome> {
   const target = await describeTarget(ctx.session, ctx.schema, ctx.task.dataset)
   if (!target) throw new UserError('DATASET_NOT_FOUND', `The table "${ctx.task.dataset}" no longer exists or cannot be written.`, 404)
   const filePath = ctx.storage.pathOf(params.uploadKey)
-  const dialect = detect(await readSample(filePath), options)
-  const { first, rest } = await openRecords(filePath, dialect, ctx.tracker, params.size)
+  const samples = await readSamples(filePath)
+  const dialect = detect(samples, options)
+  const account = newLineAccount()
+  const { first, rest } = await openRecords(filePath, dialect, ctx.tracker, params.size, account)
   if (!first) throw new UserError('EMPTY_FILE', 'The file has no rows.', 422)
-  const mapping = mapColumns(target, options, first.fields, dialect.header)
+  const mapping = mapColumns(target, options, first.fields, dialect.header, dialect.renamed, dialect.filled)
   const key = options.key ?? target.primaryKey ?? []
   const base = { mode: options.mode, dryRun: options.dryRun, dialect, columns: mapping.map((c) => c?.name ?? null) }
 
@@ -81,34 +97,25 @@ export async function runImport(ctx: ImportContext): Promise<ImportOutcome> {
       if (!isDataRejection(err, ctx.tracker.signal)) throw err
       // COPY refused something: read the file again, slowly, to say exactly what and where.
     }
-    const again = await openRecords(filePath, dialect, ctx.tracker, params.size)
-    return loadStaged(ctx, target, mapping, options, key, again.first!, again.rest, base)
+    const againAccount = newLineAccount()
+    const again = await openRecords(filePath, dialect, ctx.tracker, params.size, againAccount)
+    return loadStaged(ctx, target, mapping, options, key, again.first!, again.rest, base, againAccount)
   }
-  return loadStaged(ctx, target, mapping, options, key, first, rest, base)
+  return loadStaged(ctx, target, mapping, options, key, first, rest, base, account)
 }
 
-function detect(sample: Buffer, options: ImportOptions): Dialect {
+function detect(samples: Samples, options: ImportOptions): Dialect {
   try {
-    return detectDialect(sample, options.dialect)
+    return detectDialect(samples.head, options.dialect, samples.tail)
   } catch (err) {
     throw new UserError('BAD_DIALECT', (err as Error).message, 422)
   }
 }
 
-async function readSample(file: string): Promise<Buffer> {
-  const handle = await open(file, 'r')
-  try {
-    const buffer = Buffer.alloc(SAMPLE_BYTES)
-    const { bytesRead } = await handle.read(buffer, 0, SAMPLE_BYTES, 0)
-    return buffer.subarray(0, bytesRead)
-  } finally {
-    await handle.close()
-  }
-}
-
-async function openRecords(file: string, dialect: Dialect, tracker: ProgressTracker, size: number) {
+async function openRecords(file: string, dialect: Dialect, tracker: ProgressTracker, size: number, account: LineAccount) {
   const { progress } = tracker
   const records = readRecords(createReadStream(file, { highWaterMark: 256 * 1024 }), dialect, {
+    account,
     signal: tracker.signal,
     onProgress: (bytes) => {
       progress.bytes = bytes
@@ -133,6 +140,7 @@ function canCopyDirectly(dialect: Dialect, mapping: Mapping, first: CsvRecord): 
   return dialect.quote !== null && dialect.quote in COPY_QUOTES && (dialect.escape ?? dialect.quote) in COPY_QUOTES
     && dialect.delimiter in COPY_DELIMITERS && dialect.encoding in COPY_ENCODINGS
     && !dialect.sepLine && (dialect.lineEnding === '\n' || dialect.lineEnding === '\r\n')
+    && dialect.skipLines === 0 && dialect.footerLines === 0 && dialect.comment === null && dialect.headerLines <= 1
     && mapping.every((c) => c !== null) && first.fields.length === mapping.length
 }
 
@@ -145,7 +153,7 @@ async function loadDirectly(ctx: ImportContext, target: Target, mapping: Mapping
     `quote ${COPY_QUOTES[dialect.quote!]}`, `escape ${COPY_QUOTES[dialect.escape ?? dialect.quote!]}`,
     `encoding '${COPY_ENCODINGS[dialect.encoding]}'`,
   ].join(', ')
-  const counter = createRecordCounter(dialect.quote!.charCodeAt(0))
+  const counter = createRecordCounter(dialect.quote!.charCodeAt(0), dialect.delimiter.charCodeAt(0), dialect.multilineRecords ? Infinity : RUNAWAY_QUOTE_LINES)
   const { progress } = ctx.tracker
   let skipBom = dialect.bom && dialect.encoding === 'utf-8'
   const measured = new Transform({
@@ -178,13 +186,20 @@ async function loadDirectly(ctx: ImportContext, target: Target, mapping: Mapping
       await copyIn(tx, `copy ${table} (${columns}) from stdin with (${copyOptions})`, source, ctx.tracker.signal)
       counts = { inserted: Math.max(0, counter.records() - (dialect.header ? 1 : 0)), updated: 0, deleted }
     }
+    // COPY loads a blank or delimiter-only line as a row of NULLs and a runaway quote as one
+    // glued row; our reader skips the one and stops at the other: let it read the file.
+    if (counter.blankLines() > 0 || counter.runawayQuote()) throw Object.assign(new Error('the file needs the reader'), { code: 'NEEDS_READER' })
     const rows = Math.max(0, counter.records() - (dialect.header ? 1 : 0))
-    return { summary: { ...base, rows, ...counts, failed: 0, errors: [], direct: true }, report: null }
+    const total = counter.lines()
+    const header = dialect.header ? 1 : 0
+    const lines = summarizeLines({ ...newLineAccount(), total, header, records: rows, recordLines: total - header }, 0, dialect)
+    return { summary: { ...base, rows, ...counts, failed: 0, errors: [], lines, direct: true }, report: null }
   })
 }
 
-async function loadStaged(ctx: ImportContext, target: Target, mapping: Mapping, options: ImportOptions, key: string[], first: CsvRecord, rest: AsyncGenerator<CsvRecord>, base: SummaryBase): Promise<ImportOutcome> {
+async function loadStaged(ctx: ImportContext, target: Target, mapping: Mapping, options: ImportOptions, key: string[], first: CsvRecord, rest: AsyncGenerator<CsvRecord>, base: SummaryBase, account: LineAccount): Promise<ImportOutcome> {
   const width = mapping.length
+  const unnamed = (mapping.unnamed ?? []).map((i) => ({ index: i, name: base.dialect.columnNames[i] ?? `column_${i + 1}` }))
   const mapped: Mapped[] = mapping.flatMap((column, i) => (column ? [{ column, staged: `c${i + 1}` }] : []))
   const header = base.dialect.header ? first.fields : mapping.map((c, i) => c?.name ?? `column ${i + 1}`)
   let rows = 0
@@ -196,7 +211,7 @@ async function loadStaged(ctx: ImportContext, target: Target, mapping: Mapping, 
     const all = base.dialect.header ? rest : prepend(first, rest)
     try {
       for await (const record of all) {
-        batch += stagingLine(record, width)
+        batch += stagingLine(record, width, unnamed)
         rows++
         if (++count >= 2000) {
           progress.rows = rows
@@ -213,19 +228,22 @@ async function loadStaged(ctx: ImportContext, target: Target, mapping: Mapping, 
   }
 
   return inTransaction(ctx, options, async (tx) => {
-    await tx.unsafe(`create temp table ${STAGING} (line int not null, ragged text, ${Array.from({ length: width }, (_, i) => `c${i + 1} text`).join(', ')}) on commit drop`)
+    await tx.unsafe(`create temp table ${STAGING} (line int not null, lines int, ragged text, ${Array.from({ length: width }, (_, i) => `c${i + 1} text`).join(', ')}) on commit drop`)
     await tx.unsafe(`create temp table ${ERRORS} (line int not null, message text not null) on commit drop`)
     await copyIn(tx, `copy ${STAGING} from stdin`, Readable.from(stagedLines()), ctx.tracker.signal)
     await tx.unsafe(`analyze ${STAGING}`)
     ctx.tracker.signal.throwIfAborted()
     await validateStaged(tx, target, mapped, options.mode, key)
     ctx.tracker.signal.throwIfAborted()
-    const [{ failed }] = (await tx.unsafe(`select count(distinct line)::int as failed from ${ERRORS}`)) as unknown as [{ failed: number }]
+    const [{ failed, failedLines }] = (await tx.unsafe(`
+      select count(*)::int as failed, coalesce(sum(coalesce(s.lines, 1)), 0)::int as "failedLines"
+      from ${STAGING} s where exists (select 1 from ${ERRORS} e where e.line = s.line)`)) as unknown as [{ failed: number; failedLines: number }]
     const errors = (await tx.unsafe(`select line, string_agg(message, '; ' order by message) as message from ${ERRORS} group by line order by line limit ${FIRST_ERRORS}`)) as unknown as { line: number; message: string }[]
     const report = failed > 0 ? await writeErrorReport(tx, ctx.storage, ctx.task.dataset, header, width) : null
     const loads = failed === 0 || options.onError === 'skip'
     const counts = loads ? await mergeStaged(tx, target, mapped, options.mode, key) : { inserted: 0, updated: 0, deleted: 0 }
-    const summary: ImportSummary = { ...base, rows, ...counts, failed, errors: errors.map((e) => ({ ...e })), direct: false }
+    const lines = summarizeLines(account, failedLines, base.dialect)
+    const summary: ImportSummary = { ...base, rows, ...counts, failed, errors: errors.map((e) => ({ ...e })), lines, direct: false }
     if (!loads) {
       const message = `${failed.toLocaleString('en-US')} of ${rows.toLocaleString('en-US')} rows have errors, so nothing was imported (onError=abort). ` +
         `First: line ${errors[0]!.line}, ${errors[0]!.message}. Download the error report, fix those rows and upload again, or import with onError=skip.`
@@ -268,15 +286,30 @@ async function inTransaction(ctx: ImportContext, options: ImportOptions, load: (
 
 const ROLLBACK = Symbol('rollback')
 
+const RUNAWAY_QUOTE_LINES = 100 // as the reader's limit (read-records.ts)
+
+function summarizeLines(account: LineAccount, failedLines: number, dialect: Dialect): LineSummary {
+  const range = (from: number, count: number) => (count === 0 ? null : count === 1 ? `${from}` : `${from}-${from + count - 1}`)
+  return {
+    total: account.total, sepLine: account.sepLine, skipped: account.skipped, header: account.header,
+    blank: account.blank, comment: account.comment, footer: account.footer,
+    loaded: account.recordLines - failedLines, failed: failedLines,
+    skippedRange: range(account.sepLine + 1, account.skipped),
+    footerRange: range(account.total - account.footer + 1, account.footer),
+  }
+}
+
 /** One row of COPY's text format: tab-separated, \N for NULL, backslash escapes. */
-function stagingLine(record: CsvRecord, width: number): string {
+function stagingLine(record: CsvRecord, width: number, unnamed: { index: number; name: string }[]): string {
   const { fields } = record
   // A NUL cannot be staged (PostgreSQL text refuses it, failing the whole COPY): the row is
   // marked bad like a ragged one, and staged without its NULs for the error report.
   const nul = fields.findIndex((value, i) => i < width && value.includes('\0'))
-  const problem = fields.length !== width ? `has ${fields.length} fields where the header has ${width}`
-    : nul >= 0 ? `field ${nul + 1} holds a NUL character (byte 0x00), which PostgreSQL cannot store in text` : null
-  let line = `${record.line}\t${problem === null ? '\\N' : escapeCopy(problem)}`
+  const orphan = unnamed.find((u) => (fields[u.index] ?? '') !== '')
+  const problem = record.problem ?? (fields.length !== width ? `has ${fields.length} fields where the header has ${width}`
+    : nul >= 0 ? `field ${nul + 1} holds a NUL character (byte 0x00), which PostgreSQL cannot store in text`
+    : orphan ? `${orphan.name} has a value ("${fields[orphan.index]!.slice(0, 40)}") but no header and no column of the table to go to: name it in the file, or map it with columns= (empty to skip it on purpose)` : null)
+  let line = `${record.line}\t${record.lines === 1 ? '\\N' : record.lines}\t${problem === null ? '\\N' : escapeCopy(problem)}`
   for (let i = 0; i < width; i++) {
     const value = nul >= 0 ? fields[i]?.replaceAll('\0', '') : fields[i]
     line += value === undefined || (value === '' && !record.quotedEmpty.includes(i)) ? '\t\\N' : `\t${escapeCopy(value)}`
@@ -306,6 +339,7 @@ function readError(err: unknown): unknown {
 function isDataRejection(err: unknown, signal: AbortSignal): boolean {
   if (signal.aborted || err instanceof TaskStopped || isTransient(err)) return false
   const code = (err as { code?: string }).code ?? ''
+  if (code === 'NEEDS_READER') return true
   if (code === '42501') return false // a missing grant: reading the file again would not help
   return /^(22|23|21|42|25P)/.test(code) || code === '0A000'
 }

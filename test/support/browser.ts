@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict'
 import { existsSync } from 'node:fs'
 import { chromium, type Browser, type Page } from 'playwright-core'
-
-const CHROMIUM = '/usr/bin/chromium'
+import { CHROMIUM } from './requirements.ts'
 
 /**
  * Debian's chromium, headless. As root on a closed network it needs these flags:

@@ -1,6 +1,6 @@
 // `node --import tsx bench/tokenizer.ts`: CSV tokenizing speed on decoded text, without I/O:
 // csv-parse with the options read-records.ts gives it (alone, and behind the stream pipeline
-// parseText builds), the old per-character tokenizer of dialect.ts, and src/imports/tokenizer.ts.
+// parseText builds), the old per-character tokenizer (test/support/reference-tokenizer.ts), and src/imports/tokenizer.ts.
 // The text is realistic (`;`, CRLF, decimal commas, dates, accents, some quoted fields with
 // `;` and doubled quotes) and fed in 64 KiB chunks as the decoder yields them; a pool of
 // distinct chunks is cycled so memory stays bounded. MB = 10^6 characters of decoded text
@@ -9,7 +9,7 @@
 // csv-parse is slow enough to run once on BENCH_SLOW_MB (default 34: two pool cycles).
 import { pipeline, Readable } from 'node:stream'
 import { parse, type CastingContext, type Options } from 'csv-parse'
-import { createTokenizer as createOldTokenizer } from '../src/imports/dialect.ts'
+import { createTokenizer as createOldTokenizer } from '../test/support/reference-tokenizer.ts'
 import { createTokenizer } from '../src/imports/tokenizer.ts'
 
 const TOTAL_MB = Number(process.env.BENCH_MB ?? 200)

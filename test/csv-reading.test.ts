@@ -339,11 +339,18 @@ describe('malformed input and limits', () => {
     assert.match(err.message, /^line 4: a quoted field starts in this record and its closing quote is missing/)
   })
 
-  test('an unclosed quote in a long file stops at the field limit, not at the end of memory', async () => {
+  test('an unclosed quote in a file of one-line records stops after 100 lines, suggesting quote=none', async () => {
     const bytes = Buffer.from('a,b\n1,"never closed\n' + 'x,y\n'.repeat(50_000))
+    const err = await importFailure(bytes)
+    assert.equal(err.code, 'MALFORMED_CSV')
+    assert.match(err.message, /^line 2: a quoted field starts on this line and runs over more than 100 lines, .* import with quote=none\.$/)
+  })
+
+  test('an unclosed quote in a file with multi-line records stops at the field limit, not at the end of memory', async () => {
+    const bytes = Buffer.from('a,b\n"two\nlines",0\n1,"never closed\n' + 'x,y\n'.repeat(50_000))
     const err = await importFailure(bytes, {}, { maxFieldBytes: 10_000 })
     assert.equal(err.code, 'FIELD_TOO_LARGE')
-    assert.match(err.message, /^line 2: a field or record is larger than 10000 bytes/)
+    assert.match(err.message, /^line 4: a field or record is larger than 10000 bytes/)
   })
 
   test('too many fields in one record', async () => {

@@ -1,9 +1,9 @@
 // The streaming tokenizer (src/imports/tokenizer.ts): every rule and limit by hand, then a
-// seeded differential fuzz against itself (chunked vs whole) and the old tokenizer of dialect.ts.
+// seeded differential fuzz against itself (chunked vs whole) and the old tokenizer (test/support/reference-tokenizer.ts).
 // `node --import tsx --test test/tokenizer.test.ts`; TOKENIZER_SEED=<n> replays a fuzz run.
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
-import { createTokenizer as createOldTokenizer } from '../src/imports/dialect.ts'
+import { createTokenizer as createOldTokenizer } from './support/reference-tokenizer.ts'
 import { createTokenizer, type Quoting, type TokenizedRecord, type TokenLimits } from '../src/imports/tokenizer.ts'
 
 const NO_LIMITS: TokenLimits = { maxFieldBytes: Infinity, maxFields: Infinity, maxRecordLines: Infinity }

@@ -102,7 +102,13 @@ export function TaskStatus(props: { task: TaskRow; downloadUrl: string; autoDown
 type ImportDetails = {
   rows?: number; inserted?: number; updated?: number; deleted?: number; failed?: number; dryRun?: boolean
   errors?: { line: number; message: string }[]
-  dialect?: { encoding: string; delimiter: string; header: boolean }
+  dialect?: { encoding: string; delimiter: string; header: boolean; reasons?: string[] }
+  lines?: LineSummary
+}
+
+type LineSummary = {
+  total: number; sepLine: number; skipped: number; header: number; blank: number; comment: number; footer: number
+  loaded: number; failed: number; skippedRange: string | null; footerRange: string | null
 }
 
 const DELIMITER_NAMES: Record<string, string> = { ',': 'comma', ';': 'semicolon', '\t': 'tab', '|': 'pipe' }
@@ -120,6 +126,10 @@ function ImportResult(props: { task: TaskRow; reportUrl: string }) {
       {details.dialect ? (
         <p class="muted">Read as {details.dialect.encoding}, {DELIMITER_NAMES[details.dialect.delimiter] ?? details.dialect.delimiter}-separated, {details.dialect.header ? 'with' : 'without'} a header row.</p>
       ) : null}
+      {details.lines ? <LineAccount lines={details.lines} dryRun={details.dryRun ?? false} state={props.task.state} /> : null}
+      {details.dialect?.reasons && details.dialect.reasons.length > 0 ? (
+        <details><summary>How the file was read</summary><ul>{details.dialect.reasons.map((r) => <li>{r}</li>)}</ul></details>
+      ) : null}
       {details.errors && details.errors.length > 0 ? (
         <>
           <table>
@@ -134,6 +144,37 @@ function ImportResult(props: { task: TaskRow; reportUrl: string }) {
           ) : null}
         </>
       ) : null}
+    </div>
+  )
+}
+
+/** Where every line of the file went: one sentence, and the counts that add up to the total. */
+function LineAccount({ lines, dryRun, state }: { lines: LineSummary; dryRun: boolean; state: string }) {
+  const kept = state === 'succeeded' && !dryRun
+  const parts: [string, number, string | null][] = [
+    ['sep= line', lines.sepLine, lines.sepLine ? '1' : null],
+    ['skipped before the table', lines.skipped, lines.skippedRange],
+    ['header', lines.header, null],
+    ['blank', lines.blank, null],
+    ['comment', lines.comment, null],
+    ['footer after the table', lines.footer, lines.footerRange],
+    [kept ? 'loaded' : 'of rows that passed (not written)', lines.loaded, null],
+    ['of rows that failed', lines.failed, null],
+  ]
+  const notLoaded = parts.filter(([name, n]) => n > 0 && !name.startsWith('loaded') && !name.startsWith('of rows'))
+  return (
+    <div id="line-account">
+      <p>
+        The file has {formatCount(lines.total)} lines: {formatCount(lines.loaded)} {kept ? 'loaded' : 'in rows that passed'}
+        {lines.failed ? `, ${formatCount(lines.failed)} in rows that failed` : ''}
+        {notLoaded.length > 0 ? `, and ${notLoaded.map(([name, n, range]) => `${formatCount(n)} ${name}${range ? ` (line${range.includes('-') ? 's' : ''} ${range})` : ''}`).join(', ')}` : ''}.
+      </p>
+      <table class="line-account">
+        <tbody>
+          {parts.filter(([, n]) => n > 0).map(([name, n, range]) => <tr><td>{name}</td><td>{formatCount(n)}</td><td class="muted">{range ? `line${range.includes('-') ? 's' : ''} ${range}` : ''}</td></tr>)}
+          <tr><th>total</th><th>{formatCount(lines.total)}</th><th></th></tr>
+        </tbody>
+      </table>
     </div>
   )
 }

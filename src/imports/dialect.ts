@@ -2,6 +2,7 @@ import { isUtf8 } from 'node:buffer'
 import { analyse } from 'chardet'
 import iconv from 'iconv-lite'
 import { detectLayout, type Layout, type LayoutOverrides, type SampleRecord } from './layout.ts'
+import { createTokenizer } from './tokenizer.ts'
 
 export type LineEnding = '\n' | '\r\n' | '\r' | 'mixed'
 
@@ -29,8 +30,6 @@ export type DialectOverrides = {
 } & LayoutOverrides
 
 type Quoting = Pick<Dialect, 'delimiter' | 'quote' | 'escape'>
-type Limits = { maxFieldBytes: number; maxFields: number }
-export type ParsedRecord = { record: string[]; raw: string }
 
 /** How much of the file detection wants to see. */
 export const SAMPLE_BYTES = 64 * 1024
@@ -45,7 +44,7 @@ const ENCODING_ALIASES: Record<string, string> = {
   utf8: 'utf-8', ascii: 'utf-8', 'us-ascii': 'utf-8', utf16le: 'utf-16le', utf16be: 'utf-16be',
   latin1: 'iso-8859-1', 'latin-1': 'iso-8859-1', cp1252: 'windows-1252',
 }
-const UNLIMITED = { maxFieldBytes: Infinity, maxFields: Infinity }
+const UNLIMITED = { maxFieldBytes: Infinity, maxFields: Infinity, maxRecordLines: Infinity }
 
 /**
  * Guess how the file is written from its first bytes (up to SAMPLE_BYTES; a record or a
@@ -84,17 +83,12 @@ function sampleRecords(text: string, quoting: Quoting): SampleRecord[] {
     // the sample ends inside a quoted field
   }
   let line = 1
-  return parsed.map(({ record, raw }) => {
-    const breaks = countLineBreaks(raw)
-    const lines = Math.max(1, /(?:\r\n|\r|\n)$/.test(raw) ? breaks : breaks + 1)
+  return parsed.map(({ fields, raw, breaks }) => {
+    const lines = Math.max(1, raw.endsWith('\n') || raw.endsWith('\r') ? breaks : breaks + 1)
     const at = line
     line += breaks
-    return { fields: record, line: at, lines }
+    return { fields, line: at, lines }
   })
-}
-
-function countLineBreaks(text: string): number {
-  return (text.match(/\r\n|\r|\n/g) ?? []).length
 }
 
 function detectEncoding(sample: Buffer): string {
@@ -235,97 +229,14 @@ function patternScore(rows: string[][]): number {
 function tokenizeSample(text: string, quoting: Quoting): { complete: string[][]; last: string[] | null } {
   const tokenizer = createTokenizer(quoting, UNLIMITED)
   const isData = (r: { raw: string }) => r.raw.trim() !== ''
-  const complete = tokenizer.push(text).filter(isData).map((r) => r.record)
+  const complete = tokenizer.push(text).filter(isData).map((r) => r.fields)
   let last: string[] | null = null
   try {
-    last = tokenizer.end().filter(isData)[0]?.record ?? null
+    last = tokenizer.end().filter(isData)[0]?.fields ?? null
   } catch {
     // the sample ends inside a quoted field
   }
   return complete.length < 2 && last ? { complete: [...complete, last], last: null } : { complete, last }
-}
-
-// A resumable, Python-csv-like tokenizer: the escape character works inside and outside quotes,
-// which csv-parse cannot do. Detection also runs it over the sample for every candidate dialect.
-export function createTokenizer(dialect: Quoting, limits: Limits) {
-  const { delimiter, quote } = dialect
-  const escape = dialect.escape === quote ? null : dialect.escape // a doubled quote is always honoured
-  type State = 'fieldStart' | 'unquoted' | 'quoted' | 'quoteInQuoted' | 'escaped' | 'escapedInQuoted'
-  let record: string[] = []
-  let field = ''
-  let raw = ''
-  let state: State = 'fieldStart'
-  let afterCR = false
-  return { push, end }
-
-  function push(text: string): ParsedRecord[] {
-    const done: ParsedRecord[] = []
-    let from = 0
-    for (let i = 0; i < text.length; i++) {
-      const c = text[i]!
-      if (afterCR && c === '\n') { afterCR = false; from = i + 1; continue } // the rest of a \r\n
-      afterCR = false
-      if (!step(c)) continue
-      done.push({ record, raw: raw + text.slice(from, i + 1) })
-      record = []
-      raw = ''
-      from = i + 1
-      afterCR = c === '\r'
-    }
-    raw += text.slice(from)
-    if (raw.length > limits.maxFieldBytes) throw parseFailure('CSV_MAX_RECORD_SIZE')
-    return done
-  }
-
-  function end(): ParsedRecord[] {
-    if (state === 'quoted' || state === 'escapedInQuoted') throw parseFailure('CSV_QUOTE_NOT_CLOSED')
-    if (state === 'escaped') field += escape // nothing left to escape: keep it as text
-    if (state === 'fieldStart' && record.length === 0) return []
-    endField()
-    return [{ record, raw }]
-  }
-
-  // Returns true when c ends the record.
-  function step(c: string): boolean {
-    switch (state) {
-      case 'escaped': return append(c, 'unquoted')
-      case 'escapedInQuoted': return append(c, 'quoted')
-      case 'quoted':
-        if (c === escape) state = 'escapedInQuoted'
-        else if (c === quote) state = 'quoteInQuoted'
-        else append(c, 'quoted')
-        return false
-      case 'quoteInQuoted':
-        if (c === quote) return append(c, 'quoted')
-        state = 'unquoted' // text after a closing quote is kept, as Python's csv does
-    }
-    if (c === delimiter) {
-      endField()
-      return false
-    }
-    if (c === '\n' || c === '\r') {
-      endField()
-      return true
-    }
-    if (c === escape) state = 'escaped'
-    else if (c === quote && state === 'fieldStart') state = 'quoted'
-    else append(c, 'unquoted')
-    return false
-  }
-
-  function append(c: string, next: State): false {
-    field += c
-    state = next
-    if (field.length > limits.maxFieldBytes) throw parseFailure('CSV_MAX_RECORD_SIZE')
-    return false
-  }
-
-  function endField() {
-    record.push(field)
-    field = ''
-    state = 'fieldStart'
-    if (record.length > limits.maxFields) throw parseFailure('CSV_TOO_MANY_FIELDS')
-  }
 }
 
 function detectLineEnding(text: string): LineEnding {
@@ -348,7 +259,4 @@ function checkOverrides(overrides: DialectOverrides): void {
   if (problems.length) throw Object.assign(new Error(problems.join(' ')), { code: 'INVALID_DIALECT' as const })
 }
 
-export function parseFailure(code: string): Error & { code: string } {
-  return Object.assign(new Error(code), { code })
-}
 

@@ -1,11 +1,8 @@
 import { isUtf8 } from 'node:buffer'
-import { pipeline, Readable } from 'node:stream'
-import { parse } from 'csv-parse'
+import type { Readable } from 'node:stream'
 import iconv from 'iconv-lite'
-import {
-  createTokenizer, incompleteUtf8Tail, normalizeEncoding, parseFailure, utf8SequenceLength,
-  type Dialect, type ParsedRecord,
-} from './dialect.ts'
+import { incompleteUtf8Tail, normalizeEncoding, utf8SequenceLength, type Dialect } from './dialect.ts'
+import { createTokenizer, type TokenizedRecord, type TokenizerError, type TokenLimits } from './tokenizer.ts'
 
 export type CsvRecord = {
   line: number // 1-based line of the original file where the record starts
@@ -36,13 +33,10 @@ export type LineAccount = {
 
 export const newLineAccount = (): LineAccount => ({ total: 0, sepLine: 0, skipped: 0, header: 0, blank: 0, comment: 0, footer: 0, records: 0, recordLines: 0 })
 
-/** csv-parse hands `cast` each field with its quoting; this marks `""` apart from nothing at all. */
-const QUOTED_EMPTY = Object.freeze({ quotedEmpty: true })
-
 export type ReadOptions = {
   signal?: AbortSignal
   onProgress?: (bytesRead: number) => void
-  maxFieldBytes?: number // also caps a whole record: csv-parse measures the record, not the field
+  maxFieldBytes?: number // also caps a whole record: the tokenizer measures the record, not the field
   maxFields?: number
   /** Filled in while reading: how each line of the file was used. */
   account?: LineAccount
@@ -52,14 +46,10 @@ export type CsvReadErrorCode = 'INVALID_ENCODING' | 'MALFORMED_CSV' | 'FIELD_TOO
 export type CsvReadError = Error & { code: CsvReadErrorCode; line: number }
 
 type Limits = { maxFieldBytes: number; maxFields: number }
-type ParsedItem = ParsedRecord | { failure: unknown }
 
 export const READ_DEFAULTS: Limits = { maxFieldBytes: 16 * 1024 * 1024, maxFields: 10_000 }
 
-// All three are accepted in every file: a 64 KiB sample cannot promise what the rest uses.
-const RECORD_DELIMITERS = ['\r\n', '\n', '\r']
-
-// Parser failures (csv-parse's codes, reused by the tokenizer) as the user should read them.
+// Tokenizer failures (named after csv-parse's codes) as the user should read them.
 const PARSE_FAILURES: Record<string, [CsvReadErrorCode, (limits: Limits) => string]> = {
   CSV_QUOTE_NOT_CLOSED: ['MALFORMED_CSV', () =>
     'a quoted field starts in this record and its closing quote is missing. Check the quotes from this line on.'],
@@ -85,8 +75,8 @@ export async function* readRecords(
   const invalid: number[][] = [] // the bytes behind each INVALID_MARK, in order
   const lead = { skip: (dialect.sepLine ? 1 : 0) + dialect.skipLines, skipped: 0 }
   const text = skipLeadingLines(decodeText(input, dialect, opts, invalid, account), lead, invalid)
-  const batches = hasEscapeChar(dialect) ? tokenizeText(text, dialect, opts) : parseText(text, dialect, opts)
   const maxLines = dialect.multilineRecords ? Infinity : RUNAWAY_QUOTE_LINES
+  const batches = tokenizeText(text, dialect, { ...opts, maxRecordLines: maxLines })
   let breaks = 0 // line breaks before the next record, after the skipped lines
   let headerLeft = dialect.header ? Math.max(1, dialect.headerLines) : 0
   let headerCells: string[] = []
@@ -95,21 +85,19 @@ export async function* readRecords(
   let seenLines = 0
   try {
     for await (const batch of batches) {
-      for (const item of batch) {
-        if ('failure' in item) throw item.failure
-        const { record, raw } = item
-        if (record.length > opts.maxFields) throw parseFailure('CSV_TOO_MANY_FIELDS')
+      for (const token of batch) {
+        const { fields, raw } = token
         const line = lead.skipped + breaks + 1
-        const recordBreaks = countBreaks(raw)
-        breaks += recordBreaks
-        const lines = /[\r\n]$/.test(raw) ? Math.max(1, recordBreaks) : recordBreaks + 1
+        breaks += token.breaks
+        const endsLine = raw.endsWith('\n') || raw.endsWith('\r')
+        const lines = endsLine ? Math.max(1, token.breaks) : token.breaks + 1
         seenLines = line + lines - 1
         if (lines > maxLines) throw runawayQuote(line)
         const kind = dialect.comment !== null && raw.startsWith(dialect.comment) ? 'comment'
-          : record.every((f) => typeof f === 'string' && f.trim() === '') ? 'blank' : 'data'
+          : token.quotedEmpty === null && fields.every((f) => f.trim() === '') ? 'blank' : 'data'
         if (kind !== 'data' || headerLeft > 0) dropMarks(raw, invalid) // only data rows report undecodable bytes
         if (kind === 'data' && headerLeft > 0) {
-          const cells = record.map((f) => typeof f === 'string' ? f.replaceAll(INVALID_MARK, '\uFFFD') : '') // '' for a quoted empty cell
+          const cells = fields.map((f) => f.replaceAll(INVALID_MARK, '\uFFFD'))
           headerCells = headerLeft === 2 ? cells : headerCells.length ? joinHeaderCells(headerCells, cells) : cells
           headerLeft--
           account.header += lines
@@ -117,7 +105,7 @@ export async function* readRecords(
           if (headerLeft === 0) yield headerRecord(headerCells, headerFrom, line + lines - headerFrom, raw, dialect.width)
           continue
         }
-        held.push({ kind, item: kind === 'data' ? toRecord(record, raw, line, lines, dialect.width, invalid, dialect.encoding) : null, line, lines })
+        held.push({ kind, item: kind === 'data' ? toRecord(token, line, lines, dialect.width, invalid, dialect.encoding) : null, line, lines })
         // A record is data for sure once more lines than the footer follow its start.
         while (held.length > 0 && held[0]!.line <= seenLines - dialect.footerLines) {
           const next = release(held.shift()!, account)
@@ -156,22 +144,23 @@ function release(held: Held, account: LineAccount): CsvRecord | null {
   return held.item
 }
 
-function toRecord(record: unknown[], raw: string, line: number, lines: number, width: number, invalid: number[][], encoding: string): CsvRecord {
-  const quotedEmpty: number[] = []
-  let marks = 0
-  const fields = record.map((value, i) => {
-    if (value === QUOTED_EMPTY) {
-      quotedEmpty.push(i)
-      return ''
-    }
-    const text = value as string
-    if (!text.includes(INVALID_MARK)) return text
-    marks += text.split(INVALID_MARK).length - 1
-    return text.replaceAll(INVALID_MARK, '\uFFFD')
-  })
-  const problem = marks > 0 ? undecodable(invalid.splice(0, marks), encoding) : null
-  return { line, fields: trimTrailingEmpty(fields, width), quotedEmpty, raw: raw.replace(/(?:\r\n|\r|\n)$/, '').replaceAll(INVALID_MARK, '\uFFFD'), lines, problem }
+function toRecord(token: TokenizedRecord, line: number, lines: number, width: number, invalid: number[][], encoding: string): CsvRecord {
+  let { fields, raw } = token
+  let problem: string | null = null
+  if (raw.includes(INVALID_MARK)) {
+    let marks = 0
+    fields = fields.map((text) => {
+      if (!text.includes(INVALID_MARK)) return text
+      marks += text.split(INVALID_MARK).length - 1
+      return text.replaceAll(INVALID_MARK, '\uFFFD')
+    })
+    problem = undecodable(invalid.splice(0, marks), encoding)
+    raw = raw.replaceAll(INVALID_MARK, '\uFFFD')
+  }
+  return { line, fields: trimTrailingEmpty(fields, width), quotedEmpty: token.quotedEmpty ?? [], raw: withoutBreak(raw), lines, problem }
 }
+
+const withoutBreak = (raw: string) => raw.endsWith('\r\n') ? raw.slice(0, -2) : raw.endsWith('\n') || raw.endsWith('\r') ? raw.slice(0, -1) : raw
 
 function headerRecord(cells: string[], line: number, lines: number, raw: string, width: number): CsvRecord {
   const fields = Array.from({ length: Math.max(width, cells.length) }, (_, i) => cells[i] ?? '')
@@ -249,45 +238,31 @@ export function countBreaks(text: string, afterCR = false): number {
   return n
 }
 
-function hasEscapeChar(dialect: Dialect): boolean {
-  return dialect.escape !== null && dialect.escape !== dialect.quote
-}
-
-async function* tokenizeText(text: AsyncIterable<string>, dialect: Dialect, limits: Limits) {
+/**
+ * The decoded text as batches of records. A tokenizer error comes after the records it
+ * completed, so that they are counted and the error's line is right.
+ */
+async function* tokenizeText(text: AsyncIterable<string>, dialect: Dialect, limits: TokenLimits): AsyncGenerator<TokenizedRecord[]> {
   const tokenizer = createTokenizer(dialect, limits)
-  for await (const chunk of text) yield tokenizer.push(chunk)
-  yield tokenizer.end()
-}
-
-// A failure travels in the record stream, after the records before it: a stream error would
-// drop the records still buffered, and the failure's line would be lost with them.
-function parseText(text: AsyncIterable<string>, dialect: Dialect, limits: Limits): AsyncIterable<ParsedItem[]> {
-  const parser = parse({
-    delimiter: dialect.delimiter,
-    quote: dialect.quote ?? false,
-    escape: dialect.quote ?? false, // RFC 4180 doubling; other escapes go through the tokenizer
-    record_delimiter: RECORD_DELIMITERS,
-    relax_column_count: true, // ragged rows are for the loader to report
-    relax_quotes: true, // a stray quote inside a field is text, as in Excel
-    raw: true,
-    cast: (value, context) => (value === '' && context.quoting ? (QUOTED_EMPTY as unknown as string) : value),
-    max_record_size: limits.maxFieldBytes,
-    ignore_last_delimiters: limits.maxFields + 1, // stops a field-count bomb from growing an array
-    skip_records_with_error: true,
-    on_skip: (failure) => { parser.push({ failure }) },
-  })
-  // Decoding errors and aborts reach the reader through the parser; their line is already known.
-  pipeline(Readable.from(text), parser, () => {})
-  return batchesOf(parser)
-}
-
-// One await per record costs more than parsing it: take whatever the stream has buffered.
-async function* batchesOf(stream: Readable): AsyncGenerator<ParsedItem[]> {
-  for await (const first of stream) {
-    const batch: ParsedItem[] = [first]
-    for (let item = stream.read(); item !== null; item = stream.read()) batch.push(item)
-    yield batch
+  const completedBefore = (err: unknown) => (err as Partial<TokenizerError>).completed ?? []
+  for await (const chunk of text) {
+    let batch: TokenizedRecord[]
+    try {
+      batch = tokenizer.push(chunk)
+    } catch (err) {
+      yield completedBefore(err)
+      throw err
+    }
+    if (batch.length > 0) yield batch
   }
+  let last: TokenizedRecord[]
+  try {
+    last = tokenizer.end()
+  } catch (err) {
+    yield completedBefore(err)
+    throw err
+  }
+  yield last
 }
 
 async function* decodeText(input: AsyncIterable<Buffer>, dialect: Dialect, opts: ReadOptions, invalid: number[][], account: LineAccount) {
@@ -419,6 +394,7 @@ function invalidSequenceLength(b: Buffer, i: number): number {
 function toReadError(err: unknown, line: number, limits: Limits): unknown {
   const code = err instanceof Error && 'code' in err ? String(err.code) : ''
   if (!code.startsWith('CSV_')) return err // ours already, an abort, or a bug
+  if (code === 'CSV_RECORD_TOO_MANY_LINES') return runawayQuote(line)
   const [readCode, explain] = PARSE_FAILURES[code] ?? ['MALFORMED_CSV', () => `the CSV is malformed (${(err as Error).message}).`]
   return readError(readCode, line, explain(limits))
 }

@@ -49,7 +49,7 @@ after(async () => {
 
 async function upload(bytes: Buffer, dataset = 'population', headers: Record<string, string> = {}): Promise<{ id: string; preview: string; imports: string }> {
   const res = await gateway.fetch(`/api/datasets/${dataset}/uploads`, { method: 'POST', body: bytes, headers: { 'Content-Type': 'text/csv', ...headers } })
-  const body = await res.json()
+  const body = (await res.json()) as { id: string; preview: string; imports: string }
   assert.equal(res.status, 201, JSON.stringify(body))
   assert.equal(res.headers.get('location'), `/api/uploads/${body.id}`)
   return body
@@ -57,7 +57,7 @@ async function upload(bytes: Buffer, dataset = 'population', headers: Record<str
 
 async function preview(id: string, query = '', headers: Record<string, string> = {}): Promise<{ status: number; body: PreviewJson & { code?: string; error: string | null } }> {
   const res = await gateway.fetch(`/api/uploads/${id}${query ? `?${query}` : ''}`, { headers })
-  return { status: res.status, body: await res.json() }
+  return { status: res.status, body: (await res.json()) as PreviewJson & { code?: string; error: string | null } }
 }
 
 describe('upload, preview, import', () => {

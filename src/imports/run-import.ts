@@ -241,7 +241,7 @@ async function loadStaged(ctx: ImportContext, target: Target, mapping: Mapping, 
     const errors = (await tx.unsafe(`select line, string_agg(message, '; ' order by message) as message from ${ERRORS} group by line order by line limit ${FIRST_ERRORS}`)) as unknown as { line: number; message: string }[]
     const report = failed > 0 ? await writeErrorReport(tx, ctx.storage, ctx.task.dataset, header, width) : null
     const loads = failed === 0 || options.onError === 'skip'
-    const counts = loads ? await mergeStaged(tx, target, mapped, options.mode, key) : { inserted: 0, updated: 0, deleted: 0 }
+    const counts = loads ? await mergeStaged(tx, target, mapped, options.mode, key).catch(explainHiddenConflict) : { inserted: 0, updated: 0, deleted: 0 }
     const lines = summarizeLines(account, failedLines, base.dialect)
     const summary: ImportSummary = { ...base, rows, ...counts, failed, errors: errors.map((e) => ({ ...e })), lines, direct: false }
     if (!loads) {
@@ -265,6 +265,10 @@ async function inTransaction(ctx: ImportContext, options: ImportOptions, load: (
       // security apply; recording the outcome in sluice.tasks is the gateway's own business.
       if (ctx.task.runAsRole !== null) await tx`select set_config('role', ${ctx.task.runAsRole}, true)`
       const result = await load(tx as unknown as Sql)
+      // Deferred constraint triggers would otherwise run at COMMIT, after the role is reset,
+      // as the gateway's own user: run them now, still as the role (an audit trigger records
+      // the requester). Nothing the role wrote is checked after this.
+      if (!result.failure) await tx`set constraints all immediate` // a dry run, too: it must meet the same checks
       if (ctx.task.runAsRole !== null) await tx`reset role`
       if (result.failure) {
         outcome = { state: 'failed', summary: result.summary, report: result.report, message: result.failure }
@@ -285,6 +289,18 @@ async function inTransaction(ctx: ImportContext, options: ImportOptions, load: (
 }
 
 const ROLLBACK = Symbol('rollback')
+
+/**
+ * Validation found no taken key, yet the insert met one: a row the role cannot see (row-level
+ * security) holds it, since PostgreSQL checks unique keys against every row. Say so, with the
+ * key as the file wrote it (PostgreSQL's detail names only that), and nothing of the row.
+ */
+function explainHiddenConflict(err: unknown): never {
+  const { code, detail, constraint_name: constraint } = err as { code?: string; detail?: string; constraint_name?: string }
+  if (code !== '23505') throw err
+  throw new UserError('KEY_EXISTS', `A key in the file already exists in a row you may not see (row-level security hides it; ` +
+    `PostgreSQL checks keys against every row)${detail ? `: ${detail.replace(/\.$/, '')}` : ''}${constraint ? `, constraint ${constraint}` : ''}. Nothing was imported.`, 409)
+}
 
 const RUNAWAY_QUOTE_LINES = 100 // as the reader's limit (read-records.ts)
 

@@ -20,7 +20,7 @@ let databaseUrl = process.env.DATABASE_URL
 if (!databaseUrl) {
   scratch = await mkdtemp(path.join(os.tmpdir(), 'sluice-test-pg-'))
   embedded = await startEmbeddedPostgres(path.join(scratch, 'postgres'))
-  databaseUrl = embedded.url
+  databaseUrl = embedded.adminUrl // tests make a database (and roles) of their own: that takes the superuser
   console.log(`# embedded PostgreSQL for this run: ${new URL(databaseUrl).host}`)
 }
 

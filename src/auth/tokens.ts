@@ -112,12 +112,13 @@ export async function createToken(sql: Sql, token: NewToken): Promise<{ row: Tok
 
 /** The gateway must be allowed to `set role` to it, or every task of the token would fail later. */
 async function checkDbRole(sql: Sql, dbRole: string): Promise<void> {
-  const [row] = await sql<{ exists: boolean; member: boolean | null }[]>`
+  const [row] = await sql<{ exists: boolean; member: boolean | null; gateway: string }[]>`
     select exists (select 1 from pg_roles where rolname = ${dbRole}) as exists,
-           (select pg_has_role(current_user, oid, 'MEMBER') from pg_roles where rolname = ${dbRole}) as member`
+           (select pg_has_role(current_user, oid, 'MEMBER') from pg_roles where rolname = ${dbRole}) as member,
+           current_user as gateway`
   if (!row!.exists) throw new UserError('UNKNOWN_DB_ROLE', `There is no PostgreSQL role named "${dbRole}".`)
   if (!row!.member) {
-    throw new UserError('DB_ROLE_NOT_GRANTED', `The gateway's database user cannot act as "${dbRole}": run GRANT "${dbRole}" TO <the gateway's user> first.`)
+    throw new UserError('DB_ROLE_NOT_GRANTED', `The gateway's database user cannot act as "${dbRole}": run GRANT "${dbRole}" TO "${row!.gateway}" first.`)
   }
 }
 

@@ -14,7 +14,10 @@ import postgres from 'postgres'
 // root) mirrors what the class does.
 
 export type EmbeddedPostgres = {
+  /** The gateway's: the owner role, which is not a superuser. */
   url: string
+  /** The superuser's, for setup and for an operator who creates roles for tokens (`storage/postgres/../postgres.password`). */
+  adminUrl: string
   /** True when this start created the cluster (first start: seed demo data). */
   created: boolean
   stop: () => Promise<void>
@@ -23,6 +26,10 @@ export type EmbeddedPostgres = {
 type Binaries = { initdb: string; postgres: string }
 
 const SUPERUSER = 'postgres'
+// The gateway's own role: it owns the database and everything the gateway creates, and is
+// no superuser, so that no path through the gateway (a token without a role included) can
+// read pg_authid, run COPY … PROGRAM or read the server's files.
+const OWNER_ROLE = 'sluice'
 
 /** `port`: listen there rather than on a free one (a test restarting a server where its clients expect it). */
 export async function startEmbeddedPostgres(dataDir: string, log: (line: string) => void = () => {}, options: { port?: number } = {}): Promise<EmbeddedPostgres> {
@@ -45,9 +52,58 @@ export async function startEmbeddedPostgres(dataDir: string, log: (line: string)
     port = options.port ?? await freePort()
     pid = await launch(bins, dataDir, port, owner)
   }
-  const url = `postgres://${SUPERUSER}:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`
-  await waitUntilAccepting(url, pid, path.join(path.dirname(dataDir), 'postgres.log'))
-  return { url, created, stop: () => stopPostmaster(pid) }
+  const adminUrl = `postgres://${SUPERUSER}:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`
+  await waitUntilAccepting(adminUrl, pid, path.join(path.dirname(dataDir), 'postgres.log'))
+  const ownerPassword = await readOrCreatePassword(path.join(path.dirname(dataDir), 'sluice.password'))
+  await prepareOwnerRole(adminUrl, ownerPassword)
+  const url = `postgres://${OWNER_ROLE}:${encodeURIComponent(ownerPassword)}@127.0.0.1:${port}/postgres`
+  return { url, adminUrl, created, stop: () => stopPostmaster(pid) }
+}
+
+/**
+ * Makes the owner role (idempotent: every start), gives it the database, and hands it what
+ * the superuser created before this role existed (clusters made by earlier versions).
+ */
+async function prepareOwnerRole(adminUrl: string, password: string): Promise<void> {
+  const sql = postgres(adminUrl, { max: 1, onnotice: () => {} })
+  try {
+    await sql.unsafe(`
+      do $$ begin
+        if not exists (select from pg_roles where rolname = '${OWNER_ROLE}') then
+          create role ${OWNER_ROLE} login nosuperuser nocreatedb nocreaterole noreplication nobypassrls;
+        end if;
+      end $$`)
+    // ALTER ROLE takes no bind parameters: PostgreSQL quotes the password itself.
+    const [{ statement }] = (await sql.unsafe(`select format('alter role ${OWNER_ROLE} password %L', $1::text) as statement`, [password])) as unknown as [{ statement: string }]
+    await sql.unsafe(statement)
+    await sql.unsafe(`alter database postgres owner to ${OWNER_ROLE}`) // public is pg_database_owner's
+    await sql.unsafe(`
+      do $$
+      declare r record;
+      begin
+        for r in select nspname from pg_namespace where nspname in ('sluice', 'drizzle') and nspowner <> '${OWNER_ROLE}'::regrole loop
+          execute format('alter schema %I owner to ${OWNER_ROLE}', r.nspname);
+        end loop;
+        -- Tables, views and free-standing sequences; a table's own sequences follow it.
+        for r in select c.oid::regclass as rel, c.relkind from pg_class c join pg_namespace n on n.oid = c.relnamespace
+            where n.nspname in ('public', 'sluice', 'drizzle') and c.relkind in ('r', 'p', 'v', 'm', 'S', 'f')
+              and c.relowner = '${SUPERUSER}'::regrole
+              and not exists (select from pg_depend d where d.objid = c.oid and d.deptype in ('a', 'i') and d.classid = 'pg_class'::regclass) loop
+          execute format('alter %s %s owner to ${OWNER_ROLE}',
+            case r.relkind when 'v' then 'view' when 'm' then 'materialized view' when 'S' then 'sequence' when 'f' then 'foreign table' else 'table' end, r.rel);
+        end loop;
+        for r in select p.oid::regprocedure as fn from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+            where n.nspname in ('public', 'sluice') and p.proowner = '${SUPERUSER}'::regrole loop
+          execute format('alter routine %s owner to ${OWNER_ROLE}', r.fn);
+        end loop;
+        for r in select t.oid::regtype as ty from pg_type t join pg_namespace n on n.oid = t.typnamespace
+            where n.nspname in ('public', 'sluice') and t.typowner = '${SUPERUSER}'::regrole and t.typtype in ('e', 'd', 'c') and t.typrelid = 0 loop
+          execute format('alter type %s owner to ${OWNER_ROLE}', r.ty);
+        end loop;
+      end $$`)
+  } finally {
+    await sql.end({ timeout: 1 })
+  }
 }
 
 async function loadBinaries(): Promise<Binaries> {

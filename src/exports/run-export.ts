@@ -5,7 +5,7 @@ import { createGzip } from 'node:zlib'
 import type { Sql } from '../db/client.ts'
 import { buildSelectSql, findDataset, parseRowQuery } from '../datasets/index.ts'
 import { UserError } from '../errors.ts'
-import { measureFile, type Storage } from '../storage/index.ts'
+import { FILE_MODE, measureFile, type Storage } from '../storage/index.ts'
 import type { ProgressTracker } from '../tasks/progress.ts'
 import type { TaskRow } from '../tasks/queries.ts'
 import { EXPORT_OPTION_KEYS, type ExportParams } from './params.ts'
@@ -37,7 +37,7 @@ export async function writeExport(reader: Sql, storage: Storage, schema: string,
     // Safe: selectSql holds catalog identifiers and Postgres-quoted literals only.
     const rows = await copyOut(reader, `copy (${selectSql}) to stdout with (format csv, header true, encoding 'UTF8')`)
     const stages = params.gzip ? [rows, counter, createGzip({ level: 6 }), hashing] : [rows, counter, hashing]
-    await pipeline([...stages, createWriteStream(tempPath)], { signal: tracker.signal })
+    await pipeline([...stages, createWriteStream(tempPath, { mode: FILE_MODE })], { signal: tracker.signal })
     await storage.commit(tempPath, key)
   } catch (err) {
     await storage.remove(tempPath)

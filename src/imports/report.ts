@@ -4,7 +4,7 @@ import { pipeline } from 'node:stream/promises'
 import { stringify } from 'csv-stringify'
 import type { Sql } from '../db/client.ts'
 import { neutralizeFormula } from '../spreadsheet-formulas.ts'
-import { measureFile, type Storage } from '../storage/index.ts'
+import { FILE_MODE, measureFile, type Storage } from '../storage/index.ts'
 import { ERRORS, STAGING } from './validate.ts'
 
 export type ReportFile = { key: string; name: string; size: number; sha256: string }
@@ -32,7 +32,7 @@ export async function writeErrorReport(tx: Sql, storage: Storage, dataset: strin
   const key = storage.newKey('reports', '.csv')
   const measure = measureFile()
   try {
-    await pipeline(Readable.from(rows()), stringify({ cast: { number: String } }), measure, createWriteStream(tempPath))
+    await pipeline(Readable.from(rows()), stringify({ cast: { number: String } }), measure, createWriteStream(tempPath, { mode: FILE_MODE }))
     await storage.commit(tempPath, key)
   } catch (err) {
     await storage.remove(tempPath)

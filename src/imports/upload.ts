@@ -4,7 +4,7 @@ import { pipeline } from 'node:stream/promises'
 import { createGunzip } from 'node:zlib'
 import busboy from 'busboy'
 import { isUserError, UserError } from '../errors.ts'
-import { measureFile, type Storage } from '../storage/index.ts'
+import { FILE_MODE, measureFile, type Storage } from '../storage/index.ts'
 
 /** An upload as the HTTP edge hands it over: the request's headers, and its body as a Node stream. */
 export type UploadRequest = { headers: Headers; body: Readable | null }
@@ -96,7 +96,7 @@ async function storeStream(stream: Readable, storage: Storage, maxBytes: number)
   const tempPath = storage.newTempPath()
   const measure = measureFile(maxBytes, () => new UserError('UPLOAD_TOO_LARGE', `The file is larger than the limit of ${maxBytes.toLocaleString('en-US')} bytes.`, 413))
   try {
-    await pipeline(stream, inflateIfGzip, measure, limitLineLength(MAX_LINE_BYTES), createWriteStream(tempPath))
+    await pipeline(stream, inflateIfGzip, measure, limitLineLength(MAX_LINE_BYTES), createWriteStream(tempPath, { mode: FILE_MODE }))
     const key = storage.newKey('uploads', '.csv')
     await storage.commit(tempPath, key)
     return { key, size: measure.size(), sha256: measure.sha256() }

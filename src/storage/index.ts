@@ -11,6 +11,12 @@ export const AREAS = ['exports', 'uploads', 'reports'] as const
 export type Area = (typeof AREAS)[number]
 export type Storage = ReturnType<typeof createStorage>
 
+// Uploads, exports and reports are other people's data: only the gateway's user may read
+// them. The root keeps its execute bit for others: the embedded server, run as "postgres"
+// when the gateway is root, passes through it to its data directory.
+export const FILE_MODE = 0o600
+const DIR_MODE = 0o700
+
 const KEY_PATTERN = /^(exports|uploads|reports)\/\d{4}-\d{2}-\d{2}\/[0-9a-f-]{36}(\.[a-z0-9]{1,8}){0,2}$/
 
 export function createStorage(root: string) {
@@ -18,8 +24,13 @@ export function createStorage(root: string) {
   return { root, tmpDir, prepare, newKey, newTempPath, isKey, pathOf, commit, remove, size }
 
   async function prepare() {
-    await fs.mkdir(tmpDir, { recursive: true })
-    for (const area of AREAS) await fs.mkdir(path.join(root, area), { recursive: true })
+    await fs.mkdir(root, { recursive: true, mode: 0o711 })
+    const { mode } = await fs.stat(root)
+    if (mode & 0o066) await fs.chmod(root, mode & ~0o066) // nobody else lists or writes it
+    for (const dir of [tmpDir, ...AREAS.map((area) => path.join(root, area))]) {
+      await fs.mkdir(dir, { recursive: true, mode: DIR_MODE })
+      await fs.chmod(dir, DIR_MODE) // folders made by earlier versions, too: what is inside them is then unreadable to others
+    }
   }
 
   function newKey(area: Area, extension: string): string {
@@ -45,7 +56,8 @@ export function createStorage(root: string) {
   /** Moves a finished temp file to its key: after this the file is whole or absent. */
   async function commit(tempPath: string, key: string): Promise<void> {
     const target = pathOf(key)
-    await fs.mkdir(path.dirname(target), { recursive: true })
+    await fs.mkdir(path.dirname(target), { recursive: true, mode: DIR_MODE })
+    await fs.chmod(tempPath, FILE_MODE) // whoever wrote it, and with whatever umask
     const handle = await fs.open(tempPath, 'r')
     try {
       await handle.sync()

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readdir, rm } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -132,7 +132,7 @@ describe('authentication', () => {
     const wrong = await post('sluice_wrong', '/')
     assert.equal(wrong.status, 401)
     assert.match(await wrong.text(), /not valid, or it was revoked/)
-    for (const next of ['//evil.example/', '/\\evil.example', 'https://evil.example/']) {
+    for (const next of ['//evil.example/', '/\\evil.example', 'https://evil.example/', '/\t/evil.example', '/\n/evil.example', '/ /evil.example', '\t//evil.example']) {
       const res = await post(gateway.adminToken, next)
       assert.equal(res.status, 303)
       assert.equal(res.headers.get('Location'), '/', next)
@@ -171,10 +171,36 @@ describe('CSRF', () => {
     const ok = await post({ limit: '1', _csrf: csrf }, { Origin: gateway.url })
     assert.equal(ok.status, 303)
     assert.match(ok.headers.get('Location')!, /^\/tasks\/[0-9a-f-]{36}$/)
-    const okUpload = await gateway.fetchAnonymously(`/datasets/notes/uploads?_csrf=${encodeURIComponent(csrf)}`, {
-      method: 'POST', headers: { Cookie: cookie, 'Content-Type': 'text/csv' }, body: 'id,body\n99,x\n',
+    // A token in the URL leaks through logs and Referer: no longer taken from there.
+    assert.equal((await gateway.fetchAnonymously(`/datasets/notes/exports?_csrf=${encodeURIComponent(csrf)}`, {
+      method: 'POST', headers: { Cookie: cookie, 'Content-Type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ limit: '1' }),
+    })).status, 403, 'a token in the query string')
+    assert.equal((await post({ limit: '1', _csrf: csrf }, { Origin: 'null' })).status, 403, 'Origin: null (a sandboxed frame, a data: page)')
+
+    const form = (fields: [string, string][]) => {
+      const body = new FormData()
+      for (const [name, value] of fields) body.append(name, name === 'file' ? new Blob([value], { type: 'text/csv' }) : value, ...(name === 'file' ? ['notes.csv'] : []) as [])
+      return gateway.fetchAnonymously('/datasets/notes/uploads', { method: 'POST', headers: { Cookie: cookie }, body })
+    }
+    const csvText = 'id,body\n99,x\n'
+    for (const [fields, why] of [
+      [[['file', csvText]], 'a form upload with no token field'],
+      [[['_csrf', 'wrong'], ['file', csvText]], 'a form upload with a wrong token'],
+      [[['file', csvText], ['_csrf', csrf]], 'a token after the file: the file would be stored before the check'],
+    ] as [[string, string][], string][]) {
+      const refused = await form(fields)
+      assert.equal(refused.status, 403, why)
+      assert.equal(((await refused.json().catch(() => ({}))) as { code?: string }).code ?? 'CSRF', 'CSRF', why)
+    }
+    assert.equal((await db.sql`select count(*)::int as n from sluice.uploads`)[0]!.n, 0, 'no refused form stored its file')
+    assert.deepEqual(await filesUnder(gateway.storageDir, 'uploads', 'tmp'), [], 'nor left it on disk')
+
+    const okUpload = await form([['_csrf', csrf], ['file', csvText]])
+    assert.equal(okUpload.status, 303, 'the upload form carries its token as the field before the file')
+    const htmxUpload = await gateway.fetchAnonymously('/datasets/notes/uploads', {
+      method: 'POST', headers: { Cookie: cookie, 'Content-Type': 'text/csv', 'X-CSRF-Token': csrf }, body: csvText,
     })
-    assert.equal(okUpload.status, 303, 'the upload form carries its token in the query string')
+    assert.equal(htmxUpload.status, 303, 'or in the header htmx sends')
   })
 })
 
@@ -448,3 +474,13 @@ describe('first start', () => {
     assert.equal(res.status, 200, 'the test gateway runs with GATEWAY_ADMIN_TOKEN and it is an admin')
   })
 })
+
+/** Files (not folders) under the named folders of `root`; a folder not made yet holds none. */
+async function filesUnder(root: string, ...folders: string[]): Promise<string[]> {
+  const found: string[] = []
+  for (const folder of folders) {
+    const entries = await readdir(path.join(root, folder), { recursive: true, withFileTypes: true }).catch(() => [])
+    found.push(...entries.filter((e) => e.isFile()).map((e) => path.join(e.parentPath, e.name)))
+  }
+  return found
+}

@@ -52,6 +52,11 @@ test('the gateway on the embedded default runs as an owner that is not a superus
     assert.equal(await refusal(owner, `copy (select 1) to program 'true'`), '42501')
     assert.equal(await refusal(owner, `select pg_read_file('PG_VERSION')`), '42501')
     assert.deepEqual([...await owner`select tableowner from pg_tables where schemaname = 'public' and tablename = 'contacts'`], [{ tableowner: 'sluice' }])
+    // An operator in psql as the owner creates an unqualified table where datasets are looked
+    // for, not in the gateway's own schema, which "$user" would put first (a CI run found it).
+    await owner.unsafe('create table made_in_psql (n int)')
+    assert.deepEqual([...await owner`select schemaname from pg_tables where tablename = 'made_in_psql'`], [{ schemaname: 'public' }])
+    assert.equal((await fetch(`${gateway.url}/api/datasets/made_in_psql`, { headers: { Authorization: `Bearer ${config.adminToken}` } })).status, 200)
   } finally {
     await owner.end()
     await admin.end()

@@ -2,7 +2,6 @@ import type { Dataset } from '../src/datasets/index.ts'
 import { formatCount } from './format.ts'
 import { CsrfField } from './csrf-field.tsx'
 import { Layout } from './layout.tsx'
-import { useViewer } from './viewer.ts'
 
 /** Filter operators offered by the form, in PostgREST's spelling. */
 export const FORM_OPERATORS = [
@@ -16,10 +15,9 @@ export const FILTER_ROWS = 3
 export function DatasetPage(props: { dataset: Dataset; error?: string }) {
   const { dataset } = props
   const action = `/datasets/${encodeURIComponent(dataset.name)}/exports`
-  // The upload streams as multipart, read after the checks: its CSRF token rides in the
-  // query string (htmx also sends it as a header).
-  const csrfToken = useViewer()?.csrfToken
-  const uploadAction = `/datasets/${encodeURIComponent(dataset.name)}/uploads${csrfToken ? `?_csrf=${encodeURIComponent(csrfToken)}` : ''}`
+  // The upload streams as multipart: its CSRF token is the field before the file, which the
+  // upload reader checks before storing a byte (htmx also sends it as a header).
+  const uploadAction = `/datasets/${encodeURIComponent(dataset.name)}/uploads`
   return (
     <Layout title={dataset.name}>
       <h1>{dataset.name}</h1>
@@ -83,6 +81,7 @@ export function DatasetPage(props: { dataset: Dataset; error?: string }) {
           <h2>Import a CSV file</h2>
           <form method="post" action={uploadAction} enctype="multipart/form-data" id="upload-form"
             hx-post={uploadAction} hx-encoding="multipart/form-data">
+            <CsrfField />
             <p class="muted">Any encoding, delimiter or line ending; .gz files too. You will see the first rows and choose the columns before anything is loaded.</p>
             <input type="file" name="file" required aria-label="CSV file" />{' '}
             <button type="submit">Upload</button>

@@ -77,6 +77,10 @@ async function prepareOwnerRole(adminUrl: string, password: string): Promise<voi
     const [{ statement }] = (await sql.unsafe(`select format('alter role ${OWNER_ROLE} password %L', $1::text) as statement`, [password])) as unknown as [{ statement: string }]
     await sql.unsafe(statement)
     await sql.unsafe(`alter database postgres owner to ${OWNER_ROLE}`) // public is pg_database_owner's
+    // Without this, "$user" comes first on the search path: a table an operator creates as
+    // this role with an unqualified name would land in the gateway's own schema, sluice,
+    // where no dataset is looked for.
+    await sql.unsafe(`alter role ${OWNER_ROLE} set search_path = public`)
     await sql.unsafe(`
       do $$
       declare r record;

@@ -1,7 +1,7 @@
 import { Hono } from 'hono'
 import { requesterOf, isAdmin } from '../auth/index.ts'
 import { asRole } from '../db/client.ts'
-import { listDatasets } from '../datasets/index.ts'
+import { findDataset, listDatasets, type Dataset } from '../datasets/index.ts'
 import { UserError } from '../errors.ts'
 import { requestExport } from '../exports/index.ts'
 import { getUpload, requestImport } from '../imports/index.ts'
@@ -18,9 +18,15 @@ export function apiRoutes() {
   api.get('/datasets', async (c) => {
     const { sql, config } = c.get('deps')
     const datasets = await asRole(sql, c.get('principal').dbRole, (tx) => listDatasets(tx, config.datasetSchema))
-    return c.json(datasets.map(({ name, kind, columns, primaryKey, uniqueKeys, rowEstimate, canImport }) => ({
-      name, kind, columns: columns.map(({ name, type, nullable }) => ({ name, type, nullable })), primaryKey, uniqueKeys, rowEstimate, canImport,
-    })))
+    return c.json(datasets.map(presentDataset))
+  })
+
+  api.get('/datasets/:name', async (c) => {
+    const { sql, config } = c.get('deps')
+    const name = c.req.param('name')
+    const dataset = await asRole(sql, c.get('principal').dbRole, (tx) => findDataset(tx, config.datasetSchema, name))
+    if (!dataset) throw new UserError('DATASET_NOT_FOUND', `There is no dataset named "${name}".`, 404)
+    return c.json(presentDataset(dataset))
   })
 
   api.post('/datasets/:name/exports', async (c) => {
@@ -89,3 +95,7 @@ export async function retryDeadTask(deps: AppEnv['Variables']['deps'], task: Awa
 }
 
 export const origin = (url: string) => new URL(url).origin
+
+function presentDataset({ name, kind, columns, primaryKey, uniqueKeys, rowEstimate, canImport }: Dataset) {
+  return { name, kind, columns: columns.map(({ name, type, nullable }) => ({ name, type, nullable })), primaryKey, uniqueKeys, rowEstimate, canImport }
+}

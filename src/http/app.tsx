@@ -26,7 +26,15 @@ export type Deps = {
 }
 
 /** `principal` is set on every route but the open ones (health, sign-in, static files, signed links). */
-export type AppEnv = { Variables: { deps: Deps; requestId: string; principal: Principal } }
+export type AppEnv = {
+  Variables: {
+    deps: Deps
+    requestId: string
+    principal: Principal
+    /** Set by the CSRF check for a form's streamed upload, whose token is a field in the body. */
+    csrfField?: (value: string) => boolean
+  }
+}
 
 const require = createRequire(import.meta.url)
 // Served from node_modules under our own path: there is no CDN on the machines this runs on.

@@ -84,20 +84,31 @@ async function identify(c: Context<AppEnv>, sql: AppEnv['Variables']['deps']['sq
 }
 
 async function checkCsrf(c: Context<AppEnv>, expected: string): Promise<void> {
+  // A browser sends Origin on every cross-site POST; "null" (a sandboxed frame, a data: page,
+  // some redirects) is no origin of ours either.
   const origin = c.req.header('Origin')
-  if (origin !== undefined && origin !== 'null' && safeHost(origin) !== c.req.header('Host')) {
+  if (origin !== undefined && safeHost(origin) !== c.req.header('Host')) {
     throw new UserError('CSRF', 'This request came from another site, so it was refused.', 403)
   }
-  // Uploads are multipart and streamed: their token travels in a header (htmx) or the query string.
-  let given = c.req.header('X-CSRF-Token') ?? c.req.query('_csrf')
-  if (given === undefined && (c.req.header('Content-Type') ?? '').startsWith('application/x-www-form-urlencoded')) {
+  // From a header (htmx) or the form body only: a token in a URL leaks through logs and Referer.
+  let given = c.req.header('X-CSRF-Token')
+  const contentType = c.req.header('Content-Type') ?? ''
+  if (given === undefined && contentType.startsWith('application/x-www-form-urlencoded')) {
     const form = await c.req.parseBody() // Hono keeps the parsed body for the handler
     given = typeof form._csrf === 'string' ? form._csrf : undefined
+  }
+  if (given === undefined && contentType.startsWith('multipart/form-data') && UPLOAD_PATH.test(c.req.path)) {
+    // An upload streams: its token is the form's field before the file, checked by the
+    // upload reader before a byte of the file is stored (uploadRequestOf).
+    c.set('csrfField', (value: string) => sameSecret(value, expected))
+    return
   }
   if (!given || !sameSecret(given, expected)) {
     throw new UserError('CSRF', 'This form is out of date (or came from another site). Reload the page and try again.', 403)
   }
 }
+
+const UPLOAD_PATH = /^\/datasets\/[^/]+\/uploads$/
 
 function safeHost(origin: string): string | null {
   try {
@@ -120,7 +131,21 @@ export function isTls(c: Context<AppEnv>): boolean {
 }
 
 /** Only paths on this site: `//evil.example` or `/\evil.example` would leave it. */
-const localPath = (next: string | undefined) => (next && /^\/(?![/\\])/.test(next) && next.length < 2000 ? next : '/')
+const localPath = (next: string | undefined) => (next && isLocalPath(next) ? next : '/')
+
+/**
+ * A path on this site and nothing else. Browsers drop tabs and line breaks from URLs and
+ * read `\` as `/`, so `/%09/evil.example` (decoded: "/\t/evil.example") leaves the site like
+ * `//evil.example` does: allow only the characters of a plain path and query.
+ */
+export function isLocalPath(next: string): boolean {
+  if (next.length >= 2000 || next[0] !== '/' || next[1] === '/' || next[1] === '\\') return false
+  for (let i = 0; i < next.length; i++) {
+    const code = next.charCodeAt(i)
+    if (code <= 0x20 || code === 0x7f || code === 0x5c) return false // controls, space, backslash
+  }
+  return new URL(next, 'http://sluice.invalid').host === 'sluice.invalid'
+}
 
 export function requireAdmin(principal: Principal): void {
   if (!isAdmin(principal)) throw new UserError('FORBIDDEN', 'Only an admin may do this.', 403)

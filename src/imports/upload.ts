@@ -6,8 +6,12 @@ import busboy from 'busboy'
 import { isUserError, UserError } from '../errors.ts'
 import { FILE_MODE, measureFile, type Storage } from '../storage/index.ts'
 
-/** An upload as the HTTP edge hands it over: the request's headers, and its body as a Node stream. */
-export type UploadRequest = { headers: Headers; body: Readable | null }
+/**
+ * An upload as the HTTP edge hands it over: the request's headers, and its body as a Node
+ * stream. `acceptsFormToken`: a browser form's upload carries its CSRF token as the field
+ * `_csrf` before the file; when set, the file is stored only after a field it accepts.
+ */
+export type UploadRequest = { headers: Headers; body: Readable | null; acceptsFormToken?: (value: string) => boolean }
 
 export type StoredUpload = { key: string; size: number; sha256: string; fileName: string | null; fields: Record<string, string> }
 
@@ -34,15 +38,19 @@ export async function storeUpload(request: UploadRequest, storage: Storage, maxB
   if (encoding !== 'identity' && encoding !== 'gzip') throw new UserError('BAD_ENCODING', `Content-Encoding "${encoding}" is not supported; send gzip or nothing.`, 415)
   const source = encoding === 'gzip' ? body.pipe(createGunzip()) : body
 
-  if (contentType.startsWith('multipart/form-data')) return storeMultipart(source, rawContentType, storage, maxBytes)
+  if (contentType.startsWith('multipart/form-data')) return storeMultipart(source, rawContentType, storage, maxBytes, request.acceptsFormToken)
+  if (request.acceptsFormToken) throw formTokenMissing()
   if (contentType === '' || RAW_TYPES.some((type) => contentType.startsWith(type))) {
     return { ...(await storeStream(source, storage, maxBytes)), fileName: null, fields: {} }
   }
   throw new UserError('BAD_CONTENT_TYPE', `Content-Type "${contentType}" is not a CSV upload. Send text/csv, or multipart/form-data with a "file" field.`, 415)
 }
 
-function storeMultipart(source: Readable, contentType: string, storage: Storage, maxBytes: number): Promise<StoredUpload> {
+const formTokenMissing = () => new UserError('CSRF', 'This form is out of date (or came from another site). Reload the page and try again.', 403)
+
+function storeMultipart(source: Readable, contentType: string, storage: Storage, maxBytes: number, acceptsFormToken?: (value: string) => boolean): Promise<StoredUpload> {
   return new Promise((resolve, reject) => {
+    let tokenRefused = false
     const fields: Record<string, string> = {}
     let stored: Promise<Omit<StoredUpload, 'fields' | 'fileName'>> | null = null
     let fileName: string | null = null
@@ -61,6 +69,11 @@ function storeMultipart(source: Readable, contentType: string, storage: Storage,
     parser.on('field', (name, value) => { fields[name] = value })
     parser.on('file', (name, file, info) => {
       if (name !== 'file' || stored) return file.resume()
+      if (acceptsFormToken && !(typeof fields._csrf === 'string' && acceptsFormToken(fields._csrf))) {
+        // Not one byte of a forged form's file reaches the disk; read on so the client hears why.
+        tokenRefused = true
+        return file.resume()
+      }
       fileName = info.filename ?? null
       let fileError: unknown = null // busboy ends the file with an error when the body ends inside it
       file.once('error', (err) => { fileError = err })
@@ -82,6 +95,7 @@ function storeMultipart(source: Readable, contentType: string, storage: Storage,
     })
     parser.on('close', () => {
       if (malformed) return // answered by the error
+      if (tokenRefused) return reject(formTokenMissing())
       if (moreFiles) return fail(new UserError('TOO_MANY_FILES', 'The form has more than one file. Send one file per upload, in the field named "file".', 400))
       if (!stored) return reject(new UserError('NO_FILE', 'The form has no file. Choose a CSV file in the field named "file".', 400))
       stored.then((upload) => resolve({ ...upload, fileName, fields }), reject)

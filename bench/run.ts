@@ -1,7 +1,7 @@
 // `npm run bench`: the gateway against the physical limit (psql \copy) on the same
 // server and data, in one run. Prints ratios and the gateway's peak memory; then the
 // load part (bench/load.ts): status polls while tasks run.
-// `npm run bench -- copy` or `npm run bench -- load` runs one part only.
+// `npm run bench -- copy`, `-- load` or `-- messy` (bench/messy.ts) runs one part only.
 // BENCH_ROWS (default 2,000,000), BENCH_RUNS (3), BENCH_LARGE=1 adds an import ten times larger.
 import { createReadStream } from 'node:fs'
 import { mkdir, rm, stat, writeFile } from 'node:fs/promises'
@@ -10,9 +10,10 @@ import { Readable } from 'node:stream'
 import postgres from 'postgres'
 import { startEmbeddedPostgres } from '../src/db/embedded.ts'
 import { benchLoad, printLoad, type LoadResult } from './load.ts'
+import { benchMessy, printMessy, type MessyResult } from './messy.ts'
 import { buildRowsTable, commandAvailable, median, psqlAvailable, psqlCopy, run, sampleTreeRss, seconds, startGatewayProcess, waitForTask, type GatewayProcess } from './support.ts'
 
-const PARTS = ['copy', 'load'] as const
+const PARTS = ['copy', 'load', 'messy'] as const
 const chosen = process.argv.slice(2)
 const unknown = chosen.filter((part) => !(PARTS as readonly string[]).includes(part))
 if (unknown.length > 0) {
@@ -26,7 +27,7 @@ const RUNS = Number(process.env.BENCH_RUNS ?? 3)
 const WORK = path.resolve('.bench')
 const TARGETS = { exportRatio: 1.2, importRatio: 1.5, rssMb: 250 }
 
-if (runs('copy') && !(await psqlAvailable())) {
+if ((runs('copy') || runs('messy')) && !(await psqlAvailable())) {
   console.error('npm run bench compares against psql: apt-get install postgresql-client')
   process.exit(1)
 }
@@ -39,10 +40,12 @@ const sql = postgres(databaseUrl, { onnotice: () => {} })
 type Row = { case: string; gatewayS: number; psqlS: number; ratio: number; rows: number; mb: number; peakRssMb: number; other?: string }
 const results: Row[] = []
 let load: LoadResult | null = null
+let messy: MessyResult | null = null
 
 try {
   if (runs('copy')) await benchCopy()
   if (runs('load')) load = await benchLoad(sql, databaseUrl, path.join(WORK, 'load'))
+  if (runs('messy')) messy = await benchMessy(sql, databaseUrl, path.join(WORK, 'messy'))
 } finally {
   await sql.end()
   await pg?.stop()
@@ -50,7 +53,8 @@ try {
 
 if (runs('copy')) printResults()
 if (load) printLoad(load)
-await writeFile(path.join(WORK, 'results.json'), JSON.stringify({ rows: ROWS, runs: RUNS, results, load }, null, 2))
+if (messy) printMessy(messy)
+await writeFile(path.join(WORK, 'results.json'), JSON.stringify({ rows: ROWS, runs: RUNS, results, load, messy }, null, 2))
 console.log(`\ntotal bench time ${seconds(started).toFixed(0)} s; results in .bench/results.json`)
 
 async function benchCopy() {

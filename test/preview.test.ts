@@ -4,6 +4,7 @@ import assert from 'node:assert/strict'
 import { rm } from 'node:fs/promises'
 import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
+import iconv from 'iconv-lite'
 import { createTestDatabase, type TestDatabase } from './support/database.ts'
 import { signInWithForm, startTestGateway, waitForTask, type TaskJson, type TestGateway } from './support/gateway.ts'
 
@@ -25,9 +26,17 @@ const REPORT = Buffer.from([
   '© Statistisches Bundesamt, 2024;;',
 ].join('\r\n') + '\r\n', 'latin1')
 
+// A Russian customer list saved by Excel on Windows: windows-1251, which KOI8-R also decodes
+// (every byte is a letter in both), only as gibberish.
+const NAMES = ['Иванов Сергей', 'Смирнова Ольга', 'Кузнецов Дмитрий', 'Попова Анна', 'Васильев Алексей', 'Соколова Екатерина', 'Фёдоров Игорь']
+const CITIES = ['Москва', 'Санкт-Петербург', 'Новосибирск', 'Екатеринбург', 'Казань', 'Нижний Новгород']
+const NOTES = ['оплачено', 'ожидает отправки', 'клиент просит возврат', 'адрес изменён', 'новый клиент']
+const CUSTOMERS = Array.from({ length: 200 }, (_, i) => [String(i + 1), NAMES[i % NAMES.length]!, CITIES[i % CITIES.length]!, NOTES[i % NOTES.length]!])
+const CUSTOMERS_1251 = iconv.encode(['id;name;city;note', ...CUSTOMERS.map((r) => r.join(';'))].join('\r\n') + '\r\n', 'windows-1251')
+
 type PreviewJson = {
   upload: { id: string; dataset: string; size: number }
-  dialect: { encoding: string; delimiter: string; quote: string | null; skipLines: number; header: boolean; footerLines: number; comment: string | null }
+  dialect: { encoding: string; encodingAlternatives: string[]; delimiter: string; quote: string | null; skipLines: number; header: boolean; footerLines: number; comment: string | null }
   reasons: string[]
   columns: { index: number; name: string; renamed: boolean; hasValues: boolean; target: string | null }[]
   head: { line: number | null; use: string; text: string }[]
@@ -39,6 +48,7 @@ type PreviewJson = {
 before(async () => {
   db = await createTestDatabase()
   await db.sql.unsafe(`create table population (state text primary key, year int not null, population bigint)`)
+  await db.sql.unsafe(`create table customers (id int primary key, name text not null, city text, note text)`)
   gateway = await startTestGateway(db.url)
 })
 
@@ -133,6 +143,55 @@ describe('upload, preview, import', () => {
     assert.equal(expired.status, 410)
     assert.equal(expired.body.code, 'UPLOAD_EXPIRED')
     assert.equal((await gateway.fetch(`/api/uploads/${id}/imports`, { method: 'POST' })).status, 410)
+  })
+})
+
+describe('a legacy code page', () => {
+  test('the preview names the detected encoding and why, another encoding reads the file again, and the import loads the text', async () => {
+    const { id, imports } = await upload(CUSTOMERS_1251, 'customers')
+    const detected = await preview(id)
+    assert.equal(detected.status, 200, JSON.stringify(detected.body))
+    assert.equal(detected.body.dialect.encoding, 'windows-1251')
+    assert.match(detected.body.reasons[0]!, /^encoding windows-1251: no valid UTF-8; decodes strictly as windows-1251 and reads as Cyrillic text/)
+    assert.ok(detected.body.dialect.encodingAlternatives.includes('koi8-r'), detected.body.dialect.encodingAlternatives.join())
+    assert.deepEqual(detected.body.rows.slice(0, 3).map((r) => r.fields), CUSTOMERS.slice(0, 3))
+    assert.ok(detected.body.rows.every((r) => r.problem === null))
+
+    const koi8 = await preview(id, 'encoding=koi8-r')
+    assert.equal(koi8.status, 200, JSON.stringify(koi8.body))
+    assert.equal(koi8.body.dialect.encoding, 'koi8-r')
+    assert.match(koi8.body.reasons[0]!, /^encoding koi8-r: as chosen \(encoding=koi8-r\); detection would read the file as windows-1251/)
+    assert.equal(koi8.body.dialect.encodingAlternatives[0], 'windows-1251', 'the detected reading stays on offer')
+    const asKoi8 = (text: string) => iconv.decode(iconv.encode(text, 'windows-1251'), 'koi8-r')
+    assert.deepEqual(koi8.body.rows[0]!.fields, CUSTOMERS[0]!.map(asKoi8))
+    assert.notDeepEqual(koi8.body.rows[0]!.fields, CUSTOMERS[0])
+
+    const res = await fetch(imports, { method: 'POST', headers: { Authorization: `Bearer ${gateway.adminToken}` } })
+    const queued = (await res.json()) as TaskJson
+    assert.equal(res.status, 202, JSON.stringify(queued))
+    const task = (await waitForTask(gateway, queued.id)) as TaskJson & { details: { dialect: { encoding: string; reasons: string[] } } }
+    assert.equal(task.state, 'succeeded', task.error ?? '')
+    assert.equal(task.details.dialect.encoding, 'windows-1251')
+    assert.match(task.details.dialect.reasons[0]!, /^encoding windows-1251: /)
+    const loaded = await db.sql`select id, name, city, note from customers order by id`
+    assert.deepEqual(loaded.map((r) => [String(r.id), r.name, r.city, r.note]), CUSTOMERS)
+  })
+
+  test('the page offers the encodings that also decode the file, and reads it again in the one picked', async () => {
+    const { id } = await upload(CUSTOMERS_1251, 'customers')
+    const { cookie } = await signInWithForm(gateway)
+    const page = await (await gateway.fetchAnonymously(`/uploads/${id}`, { headers: { cookie } })).text()
+    assert.match(page, /<li>encoding windows-1251: no valid UTF-8; decodes strictly as windows-1251/)
+    const select = /<select name="encoding">([^]*?)<\/select>/.exec(page)?.[1] ?? ''
+    assert.match(select, /^<option value="windows-1251" selected="">windows-1251<\/option><optgroup label="also decode this file">[^]*<option value="koi8-r">koi8-r<\/option>[^]*<\/optgroup><optgroup label="others">/)
+    assert.match(page, /<td>Иванов Сергей<\/td><td>Москва<\/td>/)
+
+    const params = new URLSearchParams({ encoding: 'koi8-r', 'shown.encoding': 'windows-1251' })
+    const again = await (await gateway.fetchAnonymously(`/uploads/${id}?${params}`, { headers: { cookie } })).text()
+    assert.match(again, /<option value="koi8-r" selected="">koi8-r<\/option><optgroup label="also decode this file"><option value="windows-1251">windows-1251<\/option>/)
+    const koi8Name = iconv.decode(iconv.encode('Иванов Сергей', 'windows-1251'), 'koi8-r')
+    assert.ok(again.includes(`<td>${koi8Name}</td>`), 'the rows are shown as KOI8-R reads them')
+    assert.match(again, /<input type="hidden" name="encoding" value="koi8-r"\/>/, 'the import form carries the choice')
   })
 })
 

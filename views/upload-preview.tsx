@@ -50,8 +50,13 @@ export function UploadPreviewPage(props: Props) {
         <fieldset>
           <legend>Format (change what looks wrong, then read again)</legend>
           <label>Encoding <select name="encoding">
-            {ENCODINGS.map((e) => <option value={e} selected={e === dialect.encoding}>{e}</option>)}
-            {ENCODINGS.includes(dialect.encoding) ? null : <option value={dialect.encoding} selected>{dialect.encoding}</option>}
+            <option value={dialect.encoding} selected>{dialect.encoding}</option>
+            {dialect.encodingAlternatives.length > 0
+              ? <optgroup label="also decode this file">{dialect.encodingAlternatives.map((e) => <option value={e}>{e}</option>)}</optgroup>
+              : null}
+            <optgroup label="others">
+              {ENCODINGS.filter((e) => e !== dialect.encoding && !dialect.encodingAlternatives.includes(e)).map((e) => <option value={e}>{e}</option>)}
+            </optgroup>
           </select></label>
           <label>Delimiter <select name="delimiter">
             {DELIMITERS.map(([value, label]) => <option value={value} selected={value === dialect.delimiter}>{label}</option>)}

@@ -1,6 +1,5 @@
-import { isUtf8 } from 'node:buffer'
-import { analyse } from 'chardet'
 import iconv from 'iconv-lite'
+import { byteOrderMark, detectEncoding, normalizeEncoding } from './encoding.ts'
 import { detectLayout, type Layout, type LayoutOverrides, type SampleRecord } from './layout.ts'
 import { createTokenizer } from './tokenizer.ts'
 
@@ -8,6 +7,8 @@ export type LineEnding = '\n' | '\r\n' | '\r' | 'mixed'
 
 export type Dialect = {
   encoding: string // 'utf-8', 'utf-16le', 'utf-16be', 'windows-1252', 'iso-8859-1' or another iconv-lite name
+  /** Other encodings the file also decodes in, likeliest first: the choices to offer when the text looks wrong. */
+  encodingAlternatives: string[]
   bom: boolean
   delimiter: string
   quote: string | null
@@ -31,39 +32,38 @@ export type DialectOverrides = {
 
 type Quoting = Pick<Dialect, 'delimiter' | 'quote' | 'escape'>
 
-/** How much of the file detection wants to see. */
+/** How much of the file structure detection (delimiter, quoting, layout) reads at each end; the encoding is judged on more (encoding.ts). */
 export const SAMPLE_BYTES = 64 * 1024
 
+// Readers of the file import these from here.
+export { incompleteUtf8Tail, normalizeEncoding, utf8SequenceLength } from './encoding.ts'
+
 const DELIMITERS = [',', ';', '\t', '|'] // earlier wins a tie
-const BOMS: [string, number[]][] = [['utf-8', [0xef, 0xbb, 0xbf]], ['utf-16le', [0xff, 0xfe]], ['utf-16be', [0xfe, 0xff]]]
-// ISO-8859-1 and windows-1252 print the same characters except in 0x80-0x9F, where windows-1252
-// has € and smart quotes and Latin-1 only control codes, so windows-1252 stands for both.
-const WESTERN = new Set(['ISO-8859-1', 'windows-1252'])
-const CHARDET_MARGIN = 10 // confidence points another encoding needs over the western guess
-const ENCODING_ALIASES: Record<string, string> = {
-  utf8: 'utf-8', ascii: 'utf-8', 'us-ascii': 'utf-8', utf16le: 'utf-16le', utf16be: 'utf-16be',
-  latin1: 'iso-8859-1', 'latin-1': 'iso-8859-1', cp1252: 'windows-1252',
-}
 const UNLIMITED = { maxFieldBytes: Infinity, maxFields: Infinity, maxRecordLines: Infinity }
 
 /**
- * Guess how the file is written from its first bytes (up to SAMPLE_BYTES; a record or a
- * character may be cut at the end). Overrides win over what is guessed.
+ * Guess how the file is written from its first bytes (`sample`: up to HEAD_SAMPLE_BYTES for
+ * the encoding, of which the first SAMPLE_BYTES for the structure; a record or a character
+ * may be cut at the end) and, for a longer file, its last bytes. Overrides win over what is guessed.
  */
 export function detectDialect(sample: Buffer, overrides: DialectOverrides = {}, tailSample: Buffer | null = null): Dialect {
   checkOverrides(overrides)
-  const encoding = overrides.encoding ? normalizeEncoding(overrides.encoding) : detectEncoding(sample)
-  const text = iconv.decode(sample, encoding) // drops the BOM; a cut character is harmless here
+  const reasons: string[] = []
+  const { encoding, encodingAlternatives } = chooseEncoding(sample, tailSample, overrides.encoding, reasons)
+  const head = sample.subarray(0, SAMPLE_BYTES)
+  // A file shorter than the encoding's sample has its end in it: the layout looks there for a footer.
+  const end = tailSample ?? (sample.length > SAMPLE_BYTES ? sample.subarray(Math.max(SAMPLE_BYTES, sample.length - SAMPLE_BYTES)) : null)
+  const text = iconv.decode(head, encoding) // drops the BOM; a cut character is harmless here
   const sep = /^sep=([^\r\n])(?:\r\n|\r|\n|$)/i.exec(text)
   const body = sep ? text.slice(sep[0].length) : text
-  const reasons: string[] = []
   const quoting = detectQuoting(body, { ...overrides, delimiter: overrides.delimiter ?? sep?.[1] }, reasons)
   const tokenize = (part: string) => sampleRecords(part, quoting)
-  const tail = tailSample ? iconv.decode(tailSample, encoding) : null
+  const tail = end ? iconv.decode(end, encoding) : null
   const layout = detectLayout(body, tail, tokenize, overrides)
   return {
     encoding,
-    bom: bomEncoding(sample) === encoding,
+    encodingAlternatives,
+    bom: byteOrderMark(sample) === encoding,
     ...quoting,
     lineEnding: detectLineEnding(text),
     sepLine: sep !== null,
@@ -91,44 +91,19 @@ function sampleRecords(text: string, quoting: Quoting): SampleRecord[] {
   })
 }
 
-function detectEncoding(sample: Buffer): string {
-  const bom = bomEncoding(sample)
-  if (bom) return bom
-  if (isUtf8(sample.subarray(0, sample.length - incompleteUtf8Tail(sample)))) return 'utf-8'
-  const matches = analyse(sample).filter(
-    (m) => !m.name.startsWith('UTF') && m.name !== 'ASCII' && iconv.encodingExists(m.name))
-  const western = Math.max(0, ...matches.filter((m) => WESTERN.has(m.name)).map((m) => m.confidence))
-  const top = matches[0]
-  // chardet's scores on a few accented words are close; only a clear lead beats the common case.
-  if (top && !WESTERN.has(top.name) && top.confidence >= western + CHARDET_MARGIN) return top.name.toLowerCase()
-  return 'windows-1252'
-}
-
-export function normalizeEncoding(name: string): string {
-  const key = name.trim().toLowerCase()
-  const encoding = ENCODING_ALIASES[key] ?? key
-  if (iconv.encodingExists(encoding)) return encoding
-  throw Object.assign(new Error(`The encoding "${name}" is not supported. Choose one such as utf-8 or windows-1252.`), {
-    code: 'UNSUPPORTED_ENCODING' as const,
-  })
-}
-
-export function utf8SequenceLength(lead: number): number {
-  return lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : 2
-}
-
-export function incompleteUtf8Tail(bytes: Buffer): number {
-  for (let i = 1; i <= Math.min(3, bytes.length); i++) {
-    const b = bytes[bytes.length - i]!
-    if (b < 0x80) return 0
-    if (b >= 0xc0) return utf8SequenceLength(b) > i ? i : 0
+/**
+ * The user's encoding if given, else the detected one; either way the reason names what
+ * detection found, and the alternatives keep the detected answer on offer after an override.
+ */
+function chooseEncoding(sample: Buffer, tailSample: Buffer | null, chosen: string | undefined, reasons: string[]) {
+  const encoding = chosen === undefined ? null : normalizeEncoding(chosen) // an unknown name fails before any work
+  const guess = detectEncoding(tailSample ? [sample, tailSample] : [sample])
+  if (encoding === null || encoding === guess.encoding) {
+    reasons.push(`encoding ${guess.encoding}: ${encoding === null ? guess.reason : `as chosen, and as detected: ${guess.reason}`}`)
+    return { encoding: guess.encoding, encodingAlternatives: guess.alternatives }
   }
-  return 0
-}
-
-function bomEncoding(sample: Buffer): string | null {
-  const found = BOMS.find(([, bytes]) => bytes.every((b, i) => sample[i] === b))
-  return found ? found[0] : null
+  reasons.push(`encoding ${encoding}: as chosen (encoding=${encoding}); detection would read the file as ${guess.encoding}: ${guess.reason}`)
+  return { encoding, encodingAlternatives: [guess.encoding, ...guess.alternatives].filter((e) => e !== encoding) }
 }
 
 /**
@@ -151,6 +126,10 @@ function detectQuoting(text: string, fixed: Partial<Quoting>, reasons: string[])
   // A file that escapes with a backslash and never quotes a field has no quote character.
   let finalQuote = fixed.quote !== undefined || escape === null || opensQuotedField(text, delimiter, quote)
     ? quote : null
+  if (fixed.quote === undefined && finalQuote !== null && quoteGluesLines(text, { delimiter, quote: finalQuote, escape })) {
+    reasons.push(`no quoting: read as a quote, ${finalQuote} would join lines into records of other widths, and without it every record has the same width, so ${finalQuote} is plain text here (quote=${finalQuote === '"' ? '%22' : finalQuote} forces quoting)`)
+    finalQuote = null
+  }
   if (fixed.quote === undefined && finalQuote !== null) {
     const { closed, broken } = quoteEvidence(text, delimiter, finalQuote)
     // Where a file quotes, quotes close at field ends; here they don't: they are text (an unquoted dump).
@@ -202,6 +181,20 @@ function quoteEvidence(text: string, delimiter: string, quote: string): { closed
 
 function quoteCandidates(text: string): (string | null)[] {
   return /(?:^|[,;\t|])'/m.test(text) ? ['"', "'"] : ['"']
+}
+
+/**
+ * A dump that never quotes, read with a quote: two lone " a few lines apart make one
+ * well-closed quoted field that glues the lines between into one record, often of the same
+ * width. Plain text it is when the quote joins lines that, read without it, are records of
+ * the same width as every other: a real multi-line field breaks into short pieces. (A lone "
+ * that never closes is left to the reader, which names its line and suggests quote=none.)
+ */
+function quoteGluesLines(text: string, quoting: Quoting): boolean {
+  const plain = tokenizeSample(text, { ...quoting, quote: null, escape: null })
+  const widths = new Set(plain.complete.map((r) => r.length))
+  if (plain.complete.length < 2 || widths.size !== 1) return false
+  return tokenizeSample(text, quoting).complete.some((record) => record.some((field) => /[\r\n]/.test(field)))
 }
 
 function escapeCandidates(text: string): (string | null)[] {

@@ -75,7 +75,9 @@ export function detectLayout(head: string, tail: string | null, tokenize: Tokeni
   if (header && overrides.headerLines === 2 && body.length >= 2) headerLines = 2
   else if (header && overrides.headerLines === undefined && body.length > 2 && isSecondHeaderLine(body)) {
     headerLines = 2
-    reasons.push(`lines ${first!.line}-${body[1]!.line} are a two-line header, joined cell by cell (headerLines=1 keeps the second line alone)`)
+    reasons.push(filledCount(first!.fields) === first!.fields.length
+      ? `line ${body[1]!.line} holds units or notes under the header (text where the rows below have numbers): part of the header, the names are line ${first!.line}'s (headerLines=1 reads it as data)`
+      : `lines ${first!.line}-${body[1]!.line} are a two-line header, joined cell by cell (headerLines=1 keeps the second line alone)`)
   }
   if (!first) header = overrides.header ?? true
 
@@ -125,6 +127,12 @@ function findTableStart(head: string, tokenize: Tokenize, width: number, comment
     ?? tableStartIn(physicalLines(head).slice(0, MAX_PREAMBLE_LINES + RUN_TO_CONFIRM + 1).flatMap((text, i) =>
       comment && text.startsWith(comment) ? [] : [{ fields: tokenize(text)[0]?.fields ?? [''], line: i + 1 }]), width)
   if (!found || found.line === 1) return 0
+  // Comment lines just above the header are left to the reader, which counts them as comments.
+  const lines = physicalLines(head)
+  let before = found.line - 1
+  while (before > 0 && comment && lines[before - 1]!.startsWith(comment)) before--
+  if (before === 0) return 0
+  if (before < found.line - 1) return before
   reasons.push(`line${found.line > 2 ? `s 1-${found.line - 1}` : ' 1'} look${found.line > 2 ? '' : 's'} like a title block: ${describeSkipped(found.skipped)}`)
   return found.line - 1
 }
@@ -304,13 +312,34 @@ export function typeOf(value: string): 'number' | 'date' | 'boolean' | 'text' {
  */
 function isSecondHeaderLine(body: SampleRecord[]): boolean {
   const [top, second] = [body[0]!.fields, body[1]!.fields]
-  if (filledCount(top) === top.length) return false // a full first line is one header
+  if (filledCount(top) === top.length) return isUnitsLine(second, body.slice(2).map((r) => r.fields))
   if (filledCount(second) < 2) return false
   return headerVotes(body.slice(1).map((r) => r.fields)) > 0 && !second.some((v) => { const t = typeOf(v.trim()); return t === 'number' && !/^(?:19|20)\d\d$/.test(v.trim()) })
 }
 
-/** Cell by cell; a top cell left empty continues the one to its left (a merged cell). */
-function joinHeader(top: string[], bottom: string[]): string[] {
+/**
+ * Under a full header, a line of units or notes ("", "persons", "EUR"): a gap, and text only
+ * where every row below has a number or a date. Loaded, it would be a row of text in
+ * numeric columns, or fail every one; as data it is never what the file means.
+ */
+function isUnitsLine(line: string[], below: string[][]): boolean {
+  const rows = below.slice(0, HEADER_SAMPLE_ROWS)
+  if (rows.length < 2 || filledCount(line) === 0 || filledCount(line) === line.length) return false
+  return line.every((cell, col) => {
+    const value = cell.trim()
+    if (value === '') return true
+    if (typeOf(value) !== 'text') return false
+    return rows.every((row) => { const t = typeOf((row[col] ?? '').trim()); return t === 'number' || t === 'date' })
+  })
+}
+
+/**
+ * The names of a two-line header. Under a full top line the second holds units: the top
+ * names alone. Else cell by cell; a top cell left empty continues the one to its left (a
+ * merged cell). The reader joins the file's header lines with this too.
+ */
+export function joinHeader(top: string[], bottom: string[]): string[] {
+  if (top.length > 0 && filledCount(top) === top.length) return top.map((cell) => cell.trim())
   let carried = ''
   return Array.from({ length: Math.max(top.length, bottom.length) }, (_, i) => {
     const above = (top[i] ?? '').trim()

@@ -29,15 +29,20 @@ export type Target = {
    * through a temp table and one INSERT ... SELECT instead.
    */
   checksAtStatementEnd: boolean
+  /**
+   * Row-level security is on: PostgreSQL refuses COPY FROM into such a table for a role
+   * it applies to, so rows go in through INSERT ... SELECT from staging.
+   */
+  rowSecurity: boolean
 }
 
 /** What an import must know of its table to validate rows set-wise before loading them. */
 export async function describeTarget(sql: Sql, schema: string, name: string): Promise<Target | null> {
-  const [row] = await sql<{ oid: number }[]>`
-    select c.oid::int as oid from pg_class c join pg_namespace n on n.oid = c.relnamespace
+  const [row] = await sql<{ oid: number; rowSecurity: boolean }[]>`
+    select c.oid::int as oid, c.relrowsecurity as "rowSecurity" from pg_class c join pg_namespace n on n.oid = c.relnamespace
     where n.nspname = ${schema} and c.relname = ${name} and c.relkind in ('r', 'p')`
   if (!row) return null
-  const { oid } = row
+  const { oid, rowSecurity } = row
   const columns = await sql<TargetColumn[]>`
     select a.attname as name, format_type(a.atttypid, a.atttypmod) as type, t.typname as "typeName",
            t.typcategory as category, a.attnotnull as "notNull",
@@ -78,5 +83,6 @@ export async function describeTarget(sql: Sql, schema: string, name: string): Pr
     foreignKeys: constraints.filter((c) => c.type === 'f').map((c) => ({ name: c.name, columns: c.columns, refSchema: c.refSchema!, refTable: c.refTable!, refColumns: c.refColumns! })),
     checks: constraints.filter((c) => c.type === 'c').map((c) => ({ name: c.name, expression: c.expression! })),
     checksAtStatementEnd: late!.found,
+    rowSecurity,
   }
 }

@@ -31,6 +31,10 @@ export type Config = Readonly<{
   sessionHours: number
   /** Trust X-Forwarded-Proto from a TLS-terminating proxy (Secure cookies, HSTS). */
   trustProxy: boolean
+  /** Tasks one (non-admin) token may have queued and running at once; null: no limit. */
+  tokenMaxActiveTasks: number | null
+  /** Bytes of uploads and result files one (non-admin) token may hold in storage; null: no limit. */
+  tokenMaxStoredBytes: number | null
 }>
 
 const DEFAULTS = {
@@ -49,6 +53,8 @@ const DEFAULTS = {
   SEED_DEMO: 'true',
   SESSION_HOURS: '12',
   TRUST_PROXY: 'false',
+  TOKEN_MAX_ACTIVE_TASKS: '20',
+  TOKEN_MAX_STORED_BYTES: String(50 * 1024 ** 3),
 } as const
 
 type Env = Record<string, string | undefined>
@@ -106,6 +112,9 @@ export function parseConfig(env: Env): { config: Config; problems: string[] } {
     adminToken,
     sessionHours: integer('SESSION_HOURS', 1, 24 * 90),
     trustProxy: boolean('TRUST_PROXY'),
+    // 0 turns a quota off.
+    tokenMaxActiveTasks: integer('TOKEN_MAX_ACTIVE_TASKS', 0, 1_000_000) || null,
+    tokenMaxStoredBytes: integer('TOKEN_MAX_STORED_BYTES', 0, Number.MAX_SAFE_INTEGER) || null,
   })
   return { config, problems }
 }

@@ -313,7 +313,8 @@ describe('tasks that fail on the way (TASK_MAX_ATTEMPTS=2)', () => {
     test('an import a trigger refuses (check_violation) fails at once with the database\'s message, attempts 1', async () => {
       const task = await finished(gateway, await startImport(gateway, 'guarded', Buffer.from('id,amount\n1,5\n2,-3\n3,7\n')))
       assert.equal(task.state, 'failed')
-      assert.equal(task.errorCode, '23514')
+      assert.equal(task.errorCode, 'CHECK_FAILED')
+      assert.equal((task as Task & { sqlState: string | null }).sqlState, '23514')
       assert.match(task.error!, /amount -3 is negative/)
       assert.equal(task.attempts, 1)
       const [rows] = await db.sql`select count(*)::int as n from guarded`
@@ -321,8 +322,8 @@ describe('tasks that fail on the way (TASK_MAX_ATTEMPTS=2)', () => {
     })
 
     const exports: [string, string, string, string, RegExp][] = [
-      ['a division by zero', 'ratios', 'ratio=gt.-10000', '22012', /division by zero/],
-      ['a cast that fails on one row', 'codes', 'code_number=gte.1', '22P02', /invalid input syntax for type integer: "x77"/],
+      ['a division by zero', 'ratios', 'ratio=gt.-10000', 'DIVISION_BY_ZERO:22012', /division by zero/],
+      ['a cast that fails on one row', 'codes', 'code_number=gte.1', 'BAD_VALUE:22P02', /invalid input syntax for type integer: "x77"/],
     ]
     for (const [what, dataset, filter, code, message] of exports) {
       test(`an export whose filter meets ${what} at run time fails at once: attempts 1`, async () => {
@@ -330,7 +331,7 @@ describe('tasks that fail on the way (TASK_MAX_ATTEMPTS=2)', () => {
         assert.equal(res.status, 202, 'planning does not see the error: the task is queued')
         const task = await finished(gateway, ((await res.json()) as Task).id)
         assert.equal(task.state, 'failed')
-        assert.equal(task.errorCode, code)
+        assert.equal(`${task.errorCode}:${(task as Task & { sqlState: string | null }).sqlState}`, code)
         assert.match(task.error!, message)
         assert.equal(task.attempts, 1)
         assert.equal(task.download, null)

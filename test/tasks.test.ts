@@ -132,3 +132,74 @@ test('on stop, a task still running after the grace period goes back to the queu
   assert.equal(row.attempts, 0, 'an attempt cut short by a shutdown does not count')
   await db.sql`delete from sluice.tasks where id = ${id!}`
 })
+
+test('revoking a token cancels its queued tasks at once and stops its running ones', async () => {
+  const gateway = await startTestGateway(db.url, { TASK_CONCURRENCY: '1' })
+  try {
+    const created = await gateway.fetch('/api/tokens', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{"name":"leaving","role":"user"}' })
+    const token = (await created.json()) as { id: string; token: string }
+    const ids: string[] = []
+    for (let i = 0; i < 3; i++) {
+      const res = await gateway.fetch('/api/datasets/slow_items/exports', { method: 'POST', headers: { Authorization: `Bearer ${token.token}` } })
+      assert.equal(res.status, 202)
+      ids.push(((await res.json()) as { id: string }).id)
+    }
+    const running = await waitFor('one export to run', async () => {
+      for (const id of ids) if ((await taskRow(id)).state === 'running') return id
+      return null
+    })
+    assert.equal((await gateway.fetch(`/api/tokens/${token.id}`, { method: 'DELETE' })).status, 200)
+
+    const taskJson = async (id: string) => (await (await gateway.fetch(`/api/tasks/${id}`)).json()) as { state: string; cancelReason: string | null; cancelRequested: boolean }
+    for (const id of ids.filter((id) => id !== running)) {
+      const task = await taskJson(id)
+      assert.equal(task.state, 'cancelled', 'a queued task ends with the revoke')
+      assert.match(task.cancelReason ?? '', /token .* was revoked/)
+    }
+    const stopped = await waitFor('the running export to stop', async () => {
+      const task = await taskJson(running)
+      return task.state === 'cancelled' && task
+    }, 10_000)
+    assert.match(stopped.cancelReason ?? '', /revoked/)
+  } finally {
+    await gateway.stop()
+  }
+})
+
+test('cancelling a finished task is 409 TASK_FINISHED and leaves it as it ended', async () => {
+  const gateway = await startTestGateway(db.url)
+  try {
+    const res = await gateway.fetch('/api/datasets/items/exports', { method: 'POST' })
+    const { id } = (await res.json()) as { id: string }
+    await waitFor('the export to finish', async () => (await taskRow(id)).state === 'succeeded')
+    const cancel = await gateway.fetch(`/api/tasks/${id}/cancel`, { method: 'POST' })
+    assert.equal(cancel.status, 409)
+    assert.equal(((await cancel.json()) as { code: string }).code, 'TASK_FINISHED')
+    const [row] = await db.sql`select state, cancel_requested_at from sluice.tasks where id = ${id}`
+    assert.equal(row!.state, 'succeeded')
+    assert.equal(row!.cancel_requested_at, null)
+    const task = (await (await gateway.fetch(`/api/tasks/${id}`)).json()) as { cancelRequested: boolean }
+    assert.equal(task.cancelRequested, false)
+  } finally {
+    await gateway.stop()
+  }
+})
+
+test('an id of uuid length that is no uuid (36 dashes) is 404 everywhere an id is taken, before PostgreSQL', async () => {
+  const gateway = await startTestGateway(db.url)
+  try {
+    for (const bad of ['-'.repeat(36), '0123456789abcdef0123456789abcdef----']) {
+      for (const [method, url] of [
+        ['GET', `/api/tasks/${bad}`], ['POST', `/api/tasks/${bad}/cancel`], ['POST', `/api/tasks/${bad}/retry`], ['GET', `/api/tasks/${bad}/download`],
+        ['GET', `/api/uploads/${bad}`], ['POST', `/api/uploads/${bad}/imports`], ['DELETE', `/api/tokens/${bad}`],
+        ['GET', `/tasks/${bad}`], ['GET', `/tasks/${bad}/status`], ['POST', `/tasks/${bad}/cancel`], ['POST', `/tasks/${bad}/retry`],
+        ['GET', `/uploads/${bad}`], ['POST', `/uploads/${bad}/imports`], ['POST', `/tokens/${bad}/revoke`], ['GET', `/files/${bad}?expires=1&signature=x`],
+      ] as const) {
+        const res = await gateway.fetch(url, { method })
+        assert.ok(res.status === 404 || (url.startsWith('/files/') && res.status === 403), `${method} ${url}: ${res.status}`)
+      }
+    }
+  } finally {
+    await gateway.stop()
+  }
+})

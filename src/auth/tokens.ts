@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import type { Sql } from '../db/client.ts'
 import type { TokenRole } from '../db/schema.ts'
 import { UserError } from '../errors.ts'
+import { cancelTasksOfOwner, CANCELLED_BY_REVOKE, isUuid } from '../tasks/queries.ts'
 
 // Tokens and browser sessions, in SQL. Only sha256 digests of secrets are stored:
 // a token is 256 random bits, so a fast hash is as good as a slow one, and a copy
@@ -126,15 +127,20 @@ export async function listTokens(sql: Sql): Promise<TokenRow[]> {
   return sql<TokenRow[]>`select ${TOKEN_COLUMNS(sql)} from sluice.tokens order by revoked_at is not null, created_at desc`
 }
 
-/** Revokes a token and ends its browser sessions; its tasks keep running as they were asked. */
+/**
+ * Revokes a token, ends its browser sessions and cancels its tasks: queued ones at once,
+ * running ones at their next progress write (within a second or two), as a cancel would.
+ */
 export async function revokeToken(sql: Sql, id: string): Promise<TokenRow | null> {
-  if (!/^[0-9a-f-]{36}$/i.test(id)) return null
+  if (!isUuid(id)) return null
   return sql.begin(async (tx) => {
     const [row] = await tx<TokenRow[]>`
       update sluice.tokens set revoked_at = coalesce(revoked_at, now()) where id = ${id}
       returning ${TOKEN_COLUMNS(tx as unknown as Sql)}`
-    if (row) await tx`delete from sluice.sessions where token_id = ${id}`
-    return row ?? null
+    if (!row) return null
+    await tx`delete from sluice.sessions where token_id = ${id}`
+    await cancelTasksOfOwner(tx as unknown as Sql, id, CANCELLED_BY_REVOKE)
+    return row
   })
 }
 

@@ -36,8 +36,13 @@ export const tasks = sluice.table('tasks', {
   leaseExpiresAt: timestamp('lease_expires_at', { withTimezone: true }),
   cancelRequestedAt: timestamp('cancel_requested_at', { withTimezone: true }),
 
+  /** A named code (README, "Error codes"); never a raw SQLSTATE, which goes in `sqlState`. */
   errorCode: text('error_code'),
   error: text('error'),
+  /** The SQLSTATE when PostgreSQL raised the error, for an operator to look up. */
+  sqlState: text('sql_state'),
+  /** Why the task was (or is being) cancelled: by request, or its token was revoked. */
+  cancelReason: text('cancel_reason'),
 
   resultKey: text('result_key'),
   resultName: text('result_name'),
@@ -65,6 +70,8 @@ export const tasks = sluice.table('tasks', {
   index('tasks_leased').on(t.leaseExpiresAt).where(sql`${t.state} = 'running'`),
   index('tasks_recent').on(t.createdAt),
   index('tasks_owner').on(t.ownerId, t.createdAt),
+  // The per-token quota counts these on every enqueue.
+  index('tasks_active_owner').on(t.ownerId).where(sql`${t.state} in ('queued', 'running')`),
   index('tasks_result_expiry').on(t.resultExpiresAt).where(sql`${t.resultKey} is not null`),
 ])
 
@@ -81,7 +88,19 @@ export const uploads = sluice.table('uploads', {
   sha256: text('sha256').notNull(),
   ownerId: uuid('owner_id'),
   createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
-})
+}, (t) => [index('uploads_owner').on(t.ownerId)])
+
+/**
+ * Storage an upload in flight has claimed against its token's quota (TOKEN_MAX_STORED_BYTES),
+ * so concurrent uploads cannot all see the same free space. Renewed while the upload
+ * streams; one whose gateway died lapses at `expiresAt`.
+ */
+export const storageReservations = sluice.table('storage_reservations', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  ownerId: uuid('owner_id').notNull(),
+  bytes: bigint('bytes', { mode: 'number' }).notNull(),
+  expiresAt: timestamp('expires_at', { withTimezone: true }).notNull(),
+}, (t) => [index('storage_reservations_owner').on(t.ownerId, t.expiresAt)])
 
 export const TOKEN_ROLES = ['admin', 'user'] as const
 export type TokenRole = (typeof TOKEN_ROLES)[number]

@@ -15,7 +15,7 @@ export type { ExportParams } from './params.ts'
 export async function requestExport(
   sql: Sql,
   options: { schema: string; maxAttempts: number },
-  requester: { ownerId: string; dbRole: string | null },
+  requester: { ownerId: string; dbRole: string | null; maxActiveTasks?: number | null },
   datasetName: string,
   pairs: [string, string][],
 ): Promise<TaskRow> {
@@ -28,6 +28,6 @@ export async function requestExport(
   })
   return enqueueTask(sql, {
     kind: 'export', dataset: dataset.name, params, progressTotal: estimate, maxAttempts: options.maxAttempts,
-    ownerId: requester.ownerId, runAsRole: requester.dbRole,
+    ownerId: requester.ownerId, runAsRole: requester.dbRole, maxActiveTasks: requester.maxActiveTasks,
   })
 }

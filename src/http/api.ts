@@ -5,11 +5,12 @@ import { findDataset, listDatasets, type Dataset } from '../datasets/index.ts'
 import { UserError } from '../errors.ts'
 import { requestExport } from '../exports/index.ts'
 import { getUpload, requestImport } from '../imports/index.ts'
-import { listRecentTasks, requestCancel, retryTask } from '../tasks/queries.ts'
+import { getTask, listRecentTasks, requestCancel, retryTask } from '../tasks/queries.ts'
+import { refuseOverQuota } from '../tasks/quotas.ts'
 import type { AppEnv } from './app.tsx'
 import { uploadRequestOf } from './incoming.ts'
 import { isFinished, presentTask } from './present.ts'
-import { getVisibleTask, serveTaskFile, taskNotFound } from './task-files.ts'
+import { getVisibleTask, serveTaskFile, taskFinished } from './task-files.ts'
 
 /** The JSON API: everything a script needs, with curl. */
 export function apiRoutes() {
@@ -33,7 +34,9 @@ export function apiRoutes() {
     const { sql, config, linkSigner } = c.get('deps')
     const pairs = [...new URL(c.req.url).searchParams.entries()]
     const settings = { schema: config.datasetSchema, maxAttempts: config.taskMaxAttempts }
-    const task = await requestExport(sql, settings, requesterOf(c.get('principal')), c.req.param('name'), pairs)
+    const requester = requesterOf(c.get('principal'), config)
+    await refuseOverQuota(sql, requester)
+    const task = await requestExport(sql, settings, requester, c.req.param('name'), pairs)
     c.header('Location', `/api/tasks/${task.id}`)
     return c.json(presentTask(task, origin(c.req.url), linkSigner), 202)
   })
@@ -42,7 +45,7 @@ export function apiRoutes() {
     const { sql, config, storage, linkSigner } = c.get('deps')
     const pairs = [...new URL(c.req.url).searchParams.entries()]
     const settings = { schema: config.datasetSchema, maxUploadBytes: config.maxUploadBytes, maxAttempts: config.taskMaxAttempts }
-    const task = await requestImport(sql, storage, settings, requesterOf(c.get('principal')), c.req.param('name'), pairs, uploadRequestOf(c))
+    const task = await requestImport(sql, storage, settings, requesterOf(c.get('principal'), c.get('deps').config), c.req.param('name'), pairs, uploadRequestOf(c))
     c.header('Location', `/api/tasks/${task.id}`)
     return c.json(presentTask(task, origin(c.req.url), linkSigner), 202)
   })
@@ -61,9 +64,9 @@ export function apiRoutes() {
   })
 
   api.post('/tasks/:id/cancel', async (c) => {
-    await getVisibleTask(c, c.req.param('id'))
-    const task = await requestCancel(c.get('deps').sql, c.req.param('id'))
-    if (!task) throw taskNotFound()
+    const seen = await getVisibleTask(c, c.req.param('id'))
+    const task = await requestCancel(c.get('deps').sql, seen.id)
+    if (!task) throw taskFinished((await getTask(c.get('deps').sql, seen.id))?.state ?? seen.state)
     return c.json(presentTask(task, origin(c.req.url), c.get('deps').linkSigner), 202)
   })
 

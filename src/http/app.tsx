@@ -5,7 +5,7 @@ import { bodyLimit } from 'hono/body-limit'
 import type { LinkSigner, Principal } from '../auth/index.ts'
 import type { Config } from '../config.ts'
 import type { Sql } from '../db/client.ts'
-import { isTransient, isUserError, UserError } from '../errors.ts'
+import { isTransient, isUserError, nameSqlState, sqlStateOf, UserError } from '../errors.ts'
 import type { Storage } from '../storage/index.ts'
 import { ErrorPage } from '../../views/error-page.tsx'
 import { apiRoutes } from './api.ts'
@@ -115,19 +115,22 @@ export function createApp(deps: Deps) {
     }
     if (isUserError(err)) {
       if (err.status === 401) c.header('WWW-Authenticate', 'Bearer realm="sluice"')
-      if (isApi) return c.json({ error: err.message, code: err.code }, err.status)
+      if (err.retryAfterSeconds !== null) c.header('Retry-After', String(err.retryAfterSeconds))
+      if (isApi) return c.json({ error: err.message, code: err.code, ...(err.sqlState && { sqlState: err.sqlState }) }, err.status)
       return render(c, <ErrorPage title="That did not work" message={err.message} />, err.status)
     }
+    // Error codes are names (README, "Error codes"); the SQLSTATE, if any, goes beside it.
+    const sqlState = sqlStateOf(err)
     if (isTransient(err)) {
       // The database is restarting or unreachable: say so, and when to try again.
       c.header('Retry-After', '5')
       const message = 'The database is not answering right now. Try again in a few seconds.'
-      if (isApi) return c.json({ error: message, code: 'DATABASE_UNAVAILABLE' }, 503)
+      if (isApi) return c.json({ error: message, code: 'DATABASE_UNAVAILABLE', ...(sqlState && { sqlState }) }, 503)
       return render(c, <ErrorPage title="Unavailable" message={message} />, 503)
     }
     console.error(`[http] ${c.req.method} ${c.req.path} request ${c.get('requestId')} failed:`, err)
     const message = 'Something failed on our side. Try again; if it keeps failing, tell the operator this request id: ' + c.get('requestId')
-    if (isApi) return c.json({ error: message, code: 'INTERNAL' }, 500)
+    if (isApi) return c.json({ error: message, code: sqlState ? nameSqlState(sqlState) : 'INTERNAL', ...(sqlState && { sqlState }) }, 500)
     return render(c, <ErrorPage title="Something failed" message={message} />, 500)
   })
 

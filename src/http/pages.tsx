@@ -12,6 +12,7 @@ import type { Storage } from '../storage/index.ts'
 import type { Dataset } from '../datasets/index.ts'
 import { UploadPreviewPage, type ReadingChoice } from '../../views/upload-preview.tsx'
 import { listRecentTasks, requestCancel } from '../tasks/queries.ts'
+import { refuseOverQuota } from '../tasks/quotas.ts'
 import { DatasetPage } from '../../views/dataset.tsx'
 import { HomePage } from '../../views/home.tsx'
 import { TaskPage, TaskStatus } from '../../views/task.tsx'
@@ -58,18 +59,21 @@ export function pageRoutes() {
     const form = await c.req.parseBody({ all: true })
     try {
       const settings = { schema: config.datasetSchema, maxAttempts: config.taskMaxAttempts }
-      const task = await requestExport(sql, settings, requesterOf(c.get('principal')), name, formToQuery(form))
+      const requester = requesterOf(c.get('principal'), config)
+      await refuseOverQuota(sql, requester)
+      const task = await requestExport(sql, settings, requester, name, formToQuery(form))
       return c.redirect(`/tasks/${task.id}`, 303)
     } catch (err) {
       const dataset = isUserError(err) && err.code !== 'DATASET_NOT_FOUND' ? await findVisibleDataset(c, name) : null
       if (!dataset || !isUserError(err)) throw err
-      return render(c, <DatasetPage dataset={dataset} error={err.message} />, 400)
+      // A quota's refusal keeps its status (429, 507): the form was right, the time was not.
+      return render(c, <DatasetPage dataset={dataset} error={err.message} />, err.status === 429 || err.status === 507 ? err.status : 400)
     }
   })
 
   pages.post('/datasets/:name/uploads', async (c) => {
     const { sql, config, storage } = c.get('deps')
-    const requester = requesterOf(c.get('principal'))
+    const requester = requesterOf(c.get('principal'), c.get('deps').config)
     const dataset = await findTable(sql, config.datasetSchema, c.req.param('name'), requester)
     const upload = await receiveUpload(sql, storage, dataset, uploadRequestOf(c), config.maxUploadBytes, requester)
     const target = `/uploads/${upload.id}`
@@ -81,7 +85,7 @@ export function pageRoutes() {
   pages.get('/uploads/:id', async (c) => {
     const { sql, config, storage } = c.get('deps')
     const upload = await getVisibleUpload(c, c.req.param('id'))
-    const dataset = await findTable(sql, config.datasetSchema, upload.dataset, requesterOf(c.get('principal')))
+    const dataset = await findTable(sql, config.datasetSchema, upload.dataset, requesterOf(c.get('principal'), c.get('deps').config))
     const choice = pickReading(c.req.query())
     return render(c, await renderPreview(storage, dataset, upload, choice))
   })
@@ -89,7 +93,7 @@ export function pageRoutes() {
   pages.post('/uploads/:id/imports', async (c) => {
     const { sql, config, storage } = c.get('deps')
     const upload = await getVisibleUpload(c, c.req.param('id'))
-    const requester = requesterOf(c.get('principal'))
+    const requester = requesterOf(c.get('principal'), c.get('deps').config)
     const dataset = await findTable(sql, config.datasetSchema, upload.dataset, requester)
     const form = await c.req.parseBody({ all: true })
     const values = (key: string) => [form[key]].flat().filter((v): v is string => typeof v === 'string')
@@ -129,6 +133,7 @@ export function pageRoutes() {
 
   pages.post('/tasks/:id/cancel', async (c) => {
     const task = await getVisibleTask(c, c.req.param('id'))
+    // A task that finished meanwhile is left as it ended; its page then shows how.
     await requestCancel(c.get('deps').sql, task.id)
     return c.redirect(`/tasks/${task.id}`, 303)
   })

@@ -32,6 +32,10 @@ export function presentTask(task: TaskRow, origin: string, signer: LinkSigner) {
     fileExpired,
     error: task.state === 'failed' ? (task.error ?? 'The task failed.') : null,
     errorCode: task.state === 'failed' ? task.errorCode : null,
+    /** The SQLSTATE behind `errorCode` (or behind `lastError`) when PostgreSQL raised it; errorCode is always a name. */
+    sqlState: task.sqlState,
+    /** Why it was cancelled, or is being: by request, or its token was revoked. */
+    cancelReason: task.cancelReason,
     /** Kept across retries: why the previous attempt ended, while another is pending. */
     lastError: task.error,
     attempts: task.attempts,

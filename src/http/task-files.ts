@@ -9,6 +9,7 @@ import { serveFile } from './download.ts'
 import { hasExpiredFile } from './present.ts'
 
 export const taskNotFound = () => new UserError('TASK_NOT_FOUND', 'There is no task with that id.', 404)
+export const taskFinished = (state: string) => new UserError('TASK_FINISHED', `This task has already ${state}; there is nothing to cancel.`, 409)
 
 /** The task, if this principal may see it; someone else's task is "not found", not "forbidden". */
 export async function getVisibleTask(c: Context<AppEnv>, id: string): Promise<TaskRow> {

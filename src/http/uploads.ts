@@ -20,7 +20,7 @@ export function uploadApiRoutes() {
 
   api.post('/datasets/:name/uploads', async (c) => {
     const { sql, config, storage } = c.get('deps')
-    const requester = requesterOf(c.get('principal'))
+    const requester = requesterOf(c.get('principal'), c.get('deps').config)
     const dataset = await findTable(sql, config.datasetSchema, c.req.param('name'), requester)
     const upload = await receiveUpload(sql, storage, dataset, uploadRequestOf(c), config.maxUploadBytes, requester)
     const base = new URL(c.req.url).origin
@@ -31,7 +31,7 @@ export function uploadApiRoutes() {
   api.get('/uploads/:id', async (c) => {
     const { sql, config, storage } = c.get('deps')
     const upload = await getVisibleUpload(c, c.req.param('id'))
-    const dataset = await findTable(sql, config.datasetSchema, upload.dataset, requesterOf(c.get('principal')))
+    const dataset = await findTable(sql, config.datasetSchema, upload.dataset, requesterOf(c.get('principal'), c.get('deps').config))
     const pairs = [...new URL(c.req.url).searchParams.entries()]
     const other = pairs.find(([key]) => !(READING_OPTION_KEYS as readonly string[]).includes(key))
     if (other) {
@@ -45,7 +45,7 @@ export function uploadApiRoutes() {
   api.post('/uploads/:id/imports', async (c) => {
     const { sql, config, linkSigner } = c.get('deps')
     const upload = await getVisibleUpload(c, c.req.param('id'))
-    const requester = requesterOf(c.get('principal'))
+    const requester = requesterOf(c.get('principal'), c.get('deps').config)
     const dataset = await findTable(sql, config.datasetSchema, upload.dataset, requester)
     await requireStored(c.get('deps').storage, upload)
     const options = parseImportOptions(new URL(c.req.url).searchParams.entries(), dataset)
@@ -94,7 +94,7 @@ function presentPreview(upload: UploadRow, dataset: Dataset, preview: Preview) {
   return {
     upload: presentUpload(upload),
     dialect: {
-      encoding: dialect.encoding, bom: dialect.bom, delimiter: dialect.delimiter, quote: dialect.quote, escape: dialect.escape,
+      encoding: dialect.encoding, encodingAlternatives: dialect.encodingAlternatives, bom: dialect.bom, delimiter: dialect.delimiter, quote: dialect.quote, escape: dialect.escape,
       lineEnding: dialect.lineEnding, sepLine: dialect.sepLine, skipLines: dialect.skipLines, header: dialect.header,
       headerLines: dialect.headerLines, footerLines: dialect.footerLines, comment: dialect.comment,
     },

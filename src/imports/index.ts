@@ -2,7 +2,8 @@ import { asRole, type Sql } from '../db/client.ts'
 import { findDataset, type Dataset } from '../datasets/index.ts'
 import { UserError } from '../errors.ts'
 import type { Storage } from '../storage/index.ts'
-import { enqueueTask, type TaskRow } from '../tasks/queries.ts'
+import { enqueueTask, isUuid, type TaskRow } from '../tasks/queries.ts'
+import { refuseOverQuota, RESERVATION_RENEW_MS, releaseReservation, renewReservation, reserveStorage, uploadOverQuota, type Reservation } from '../tasks/quotas.ts'
 import { parseImportOptions, type ImportOptions } from './options.ts'
 import { refuseFieldCountBomb } from './preview.ts'
 import type { DialectOverrides } from './dialect.ts'
@@ -20,8 +21,8 @@ export { proposeTargets } from './mapping.ts'
 
 export type UploadRow = { id: string; dataset: string; storageKey: string; fileName: string | null; size: number; sha256: string; ownerId: string | null; createdAt: Date }
 
-/** Who asks: the upload and task are theirs, and the checks run as their PostgreSQL role. */
-export type Requester = { ownerId: string; dbRole: string | null }
+/** Who asks: the upload and task are theirs, the checks run as their PostgreSQL role, within their quotas (null: none). */
+export type Requester = { ownerId: string; dbRole: string | null; maxActiveTasks: number | null; maxStoredBytes: number | null }
 
 const UPLOAD_COLUMNS = (sql: Sql) => sql`
   id, dataset, storage_key as "storageKey", file_name as "fileName", size, sha256, owner_id as "ownerId", created_at as "createdAt"`
@@ -35,24 +36,54 @@ export async function findTable(sql: Sql, schema: string, name: string, requeste
   return dataset
 }
 
-/** Stores the request's file and records it; the options were checked before a byte was read. */
+/**
+ * Stores the request's file and records it; the options were checked before a byte was read.
+ * Under a storage quota the upload first reserves what it may write (at most `maxBytes`), so
+ * concurrent uploads of one token cannot together overshoot it; the reservation becomes the
+ * upload's row in one transaction.
+ */
 export async function receiveUpload(sql: Sql, storage: Storage, dataset: Dataset, request: UploadRequest, maxBytes: number, requester: Requester, overrides: DialectOverrides = {}): Promise<UploadRow & { fields: Record<string, string> }> {
-  const stored: StoredUpload = await storeUpload(request, storage, maxBytes)
+  const quota = requester.maxStoredBytes
+  const reservation: Reservation | null = quota === null ? null : await reserveStorage(sql, requester.ownerId, quota, maxBytes)
+  const renewal = reservation && setInterval(() => void renewReservation(sql, reservation.id).catch(() => {}), RESERVATION_RENEW_MS)
   try {
-    await refuseFieldCountBomb(storage.pathOf(stored.key), overrides)
+    const stored = await storeWithin(request, storage, maxBytes, reservation, quota)
+    try {
+      await refuseFieldCountBomb(storage.pathOf(stored.key), overrides)
+    } catch (err) {
+      await storage.remove(stored.key)
+      throw err
+    }
+    const row = await sql.begin(async (tx) => {
+      const [inserted] = await tx<UploadRow[]>`
+        insert into sluice.uploads (dataset, storage_key, file_name, size, sha256, owner_id)
+        values (${dataset.name}, ${stored.key}, ${stored.fileName}, ${stored.size}, ${stored.sha256}, ${requester.ownerId})
+        returning ${UPLOAD_COLUMNS(tx as unknown as Sql)}`
+      if (reservation) await releaseReservation(tx as unknown as Sql, reservation.id)
+      return inserted!
+    })
+    return { ...row, fields: stored.fields }
   } catch (err) {
-    await storage.remove(stored.key)
+    if (reservation) await releaseReservation(sql, reservation.id).catch(() => {}) // else it lapses by itself
+    throw err
+  } finally {
+    if (renewal) clearInterval(renewal)
+  }
+}
+
+/** The file, stopped at the smaller of the upload limit and what the reservation left of the quota. */
+async function storeWithin(request: UploadRequest, storage: Storage, maxBytes: number, reservation: Reservation | null, quota: number | null): Promise<StoredUpload> {
+  if (!reservation || reservation.bytes >= maxBytes) return storeUpload(request, storage, maxBytes)
+  try {
+    return await storeUpload(request, storage, reservation.bytes)
+  } catch (err) {
+    if ((err as { code?: string }).code === 'UPLOAD_TOO_LARGE') throw uploadOverQuota(quota!, reservation.bytes)
     throw err
   }
-  const [row] = await sql<UploadRow[]>`
-    insert into sluice.uploads (dataset, storage_key, file_name, size, sha256, owner_id)
-    values (${dataset.name}, ${stored.key}, ${stored.fileName}, ${stored.size}, ${stored.sha256}, ${requester.ownerId})
-    returning ${UPLOAD_COLUMNS(sql)}`
-  return { ...row!, fields: stored.fields }
 }
 
 export async function getUpload(sql: Sql, id: string): Promise<UploadRow | null> {
-  if (!/^[0-9a-f-]{36}$/i.test(id)) return null
+  if (!isUuid(id)) return null
   const [row] = await sql<UploadRow[]>`select ${UPLOAD_COLUMNS(sql)} from sluice.uploads where id = ${id}`
   return row ?? null
 }
@@ -61,7 +92,7 @@ export async function enqueueImport(sql: Sql, upload: UploadRow, options: Import
   const params: ImportParams = { uploadId: upload.id, uploadKey: upload.storageKey, fileName: upload.fileName, size: upload.size, options }
   return enqueueTask(sql, {
     kind: 'import', dataset: upload.dataset, params, progressTotal: upload.size, maxAttempts,
-    ownerId: requester.ownerId, runAsRole: requester.dbRole,
+    ownerId: requester.ownerId, runAsRole: requester.dbRole, maxActiveTasks: requester.maxActiveTasks,
   })
 }
 
@@ -69,6 +100,7 @@ export async function enqueueImport(sql: Sql, upload: UploadRow, options: Import
 export async function requestImport(sql: Sql, storage: Storage, settings: { schema: string; maxUploadBytes: number; maxAttempts: number }, requester: Requester, datasetName: string, pairs: [string, string][], request: UploadRequest): Promise<TaskRow> {
   const dataset = await findTable(sql, settings.schema, datasetName, requester)
   const options = parseImportOptions(pairs, dataset)
+  await refuseOverQuota(sql, requester) // before the file streams, not after it is stored
   const upload = await receiveUpload(sql, storage, dataset, request, settings.maxUploadBytes, requester, options.dialect)
   return enqueueImport(sql, upload, options, settings.maxAttempts, requester)
 }

@@ -1,5 +1,5 @@
 import type { Sql } from '../db/client.ts'
-import { isTransient, isUserError } from '../errors.ts'
+import { isTransient, isUserError, nameSqlState, sqlStateOf } from '../errors.ts'
 import { writeExport } from '../exports/index.ts'
 import type { Storage } from '../storage/index.ts'
 import { runImport } from '../imports/run-import.ts'
@@ -63,7 +63,7 @@ async function recordFailure(sql: Sql, taskId: string, runId: string, err: unkno
       return { taskId, state: (await markCancelled(sql, taskId, runId)) ? 'cancelled' : 'lost' }
     }
     if (isUserError(err)) {
-      await failTask(sql, taskId, runId, { code: err.code, message: err.message })
+      await failTask(sql, taskId, runId, { code: err.code, message: err.message, sqlState: err.sqlState })
       return { taskId, state: 'failed', error: err.message }
     }
     if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {
@@ -72,17 +72,19 @@ async function recordFailure(sql: Sql, taskId: string, runId: string, err: unkno
       return { taskId, state: 'failed', error: message }
     }
     const message = describe(err)
-    if ((err as { code?: string }).code === '42501') {
+    const sqlState = sqlStateOf(err)
+    if (sqlState === '42501') {
       // The requester's PostgreSQL role lacks a grant (or row-level security said no).
       const failure = `Not allowed: ${message}. Ask the database's owner for the grant, or use a token with another role.`
-      await failTask(sql, taskId, runId, { code: 'PERMISSION_DENIED', message: failure })
+      await failTask(sql, taskId, runId, { code: 'PERMISSION_DENIED', message: failure, sqlState })
       return { taskId, state: 'failed', error: failure }
     }
     if (isTransient(err)) {
-      const verdict = await retryLater(sql, taskId, runId, { code: 'TRANSIENT', message })
+      const verdict = await retryLater(sql, taskId, runId, { code: 'TRANSIENT', message, sqlState })
       return { taskId, state: verdict === 'retry' ? 'retry' : verdict, error: message }
     }
-    await failTask(sql, taskId, runId, { code: (err as { code?: string }).code ?? 'INTERNAL', message })
+    // Never a raw SQLSTATE or errno as the code: a name from the table, the SQLSTATE beside it.
+    await failTask(sql, taskId, runId, { code: sqlState ? nameSqlState(sqlState) : 'INTERNAL', message, sqlState })
     return { taskId, state: 'failed', error: message }
   } catch (writeError) {
     // The database is unreachable: leave the lease to lapse; the task will be taken up again.

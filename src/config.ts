@@ -35,6 +35,12 @@ export type Config = Readonly<{
   tokenMaxActiveTasks: number | null
   /** Bytes of uploads and result files one (non-admin) token may hold in storage; null: no limit. */
   tokenMaxStoredBytes: number | null
+  /** How many requests of one (non-admin) token run at once; more wait their turn. */
+  tokenMaxConcurrentRequests: number
+  /** The statement_timeout of the web side's sessions: no request holds a connection longer. */
+  requestStatementTimeoutMs: number
+  /** The statement_timeout of a task's data queries (its COPY, its merge); 0: none. */
+  taskStatementTimeoutMs: number
 }>
 
 const DEFAULTS = {
@@ -55,6 +61,9 @@ const DEFAULTS = {
   TRUST_PROXY: 'false',
   TOKEN_MAX_ACTIVE_TASKS: '20',
   TOKEN_MAX_STORED_BYTES: String(50 * 1024 ** 3),
+  TOKEN_MAX_CONCURRENT_REQUESTS: '3',
+  REQUEST_STATEMENT_TIMEOUT_MS: '5000',
+  TASK_STATEMENT_TIMEOUT_MS: String(3600_000),
 } as const
 
 type Env = Record<string, string | undefined>
@@ -115,6 +124,11 @@ export function parseConfig(env: Env): { config: Config; problems: string[] } {
     // 0 turns a quota off.
     tokenMaxActiveTasks: integer('TOKEN_MAX_ACTIVE_TASKS', 0, 1_000_000) || null,
     tokenMaxStoredBytes: integer('TOKEN_MAX_STORED_BYTES', 0, Number.MAX_SAFE_INTEGER) || null,
+    // Of the request pool's ten connections, one token holds this many at most.
+    tokenMaxConcurrentRequests: integer('TOKEN_MAX_CONCURRENT_REQUESTS', 1, 1_000),
+    // No 0 here: a request without a bound is what let one token hold every connection.
+    requestStatementTimeoutMs: integer('REQUEST_STATEMENT_TIMEOUT_MS', 100, 600_000),
+    taskStatementTimeoutMs: integer('TASK_STATEMENT_TIMEOUT_MS', 0, 2_147_483_647),
   })
   return { config, problems }
 }

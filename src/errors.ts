@@ -84,3 +84,11 @@ export function sqlStateOf(err: unknown): string | null {
 export function nameSqlState(sqlState: string): string {
   return SQLSTATE_NAMES[sqlState] ?? SQLSTATE_CLASS_NAMES[sqlState.slice(0, 2)] ?? 'DATABASE_ERROR'
 }
+
+/**
+ * PostgreSQL stopped a statement at statement_timeout. 57014 also means "cancelled on
+ * request" (our own query.cancel()); only the message tells the two apart.
+ */
+export function isStatementTimeout(err: unknown): boolean {
+  return sqlStateOf(err) === '57014' && /statement timeout/i.test((err as Error).message ?? '')
+}

@@ -30,7 +30,9 @@ export async function startGateway(config: Config, log: (message: string) => voi
     databaseUrl = embedded.url
     log(`embedded PostgreSQL ready (data in ${path.join(config.storageDir, 'postgres')})`)
   }
-  const sql = openDatabase(databaseUrl)
+  // Every query of the web side (requests, claims, the sweep) is bounded: none can hold
+  // one of the pool's connections from everyone else for longer.
+  const sql = openDatabase(databaseUrl, { statementTimeoutMs: config.requestStatementTimeoutMs })
   let linkSigner
   let newAdminToken: string | null
   try {
@@ -50,7 +52,7 @@ export async function startGateway(config: Config, log: (message: string) => voi
   const dispatcher = startDispatcher({
     sql, databaseUrl, storageDir: config.storageDir, schema: config.datasetSchema,
     concurrency: config.taskConcurrency, leaseSeconds: config.taskLeaseSeconds,
-    pollSeconds: config.taskPollSeconds,
+    pollSeconds: config.taskPollSeconds, statementTimeoutMs: config.taskStatementTimeoutMs,
     fileRetentionHours: config.fileRetentionHours, log: (m) => log(`[tasks] ${m}`),
   })
   const retention = startRetentionSweeper({

@@ -6,7 +6,7 @@
 // and as PostgreSQL regular expressions.
 
 const FORMULA_START = '^[-=+@\\t\\r]'
-const PLAIN_NUMBER = '^[+-]?([0-9]+\\.?[0-9]*|\\.[0-9]+)([eE][+-]?[0-9]+)?$'
+const PLAIN_NUMBER = '^[+-]?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)([eE][+-]?[0-9]+)?$'
 
 const formulaStart = new RegExp(FORMULA_START)
 const plainNumber = new RegExp(PLAIN_NUMBER)

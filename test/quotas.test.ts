@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
 import { gzipSync } from 'node:zlib'
 import { createTestDatabase, type TestDatabase } from './support/database.ts'
-import { startTestGateway, waitForTask, type TaskJson, type TestGateway } from './support/gateway.ts'
+import { newUserToken, startTestGateway, waitForTask, type TaskJson, type TestGateway } from './support/gateway.ts'
 
 const QUOTA = 1024 * 1024 // TOKEN_MAX_STORED_BYTES for this file: 1 MiB
 
@@ -26,12 +26,6 @@ after(async () => {
   await db?.drop()
 })
 
-async function newUserToken(name: string): Promise<string> {
-  const res = await gateway.fetch('/api/tokens', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ name, role: 'user' }) })
-  assert.equal(res.status, 201)
-  return ((await res.json()) as { token: string }).token
-}
-
 const as = (token: string, init: RequestInit = {}): RequestInit => ({ ...init, headers: { ...(init.headers as Record<string, string>), Authorization: `Bearer ${token}` } })
 const csvOf = (bytes: number) => `id,label\n${'1,' + 'z'.repeat(Math.max(1, bytes - 12))}\n`
 
@@ -47,7 +41,7 @@ const storedUploadsOf = async (token: string) => {
 }
 
 test('a token may have TOKEN_MAX_ACTIVE_TASKS tasks queued or running; concurrent requests cannot get past it', async () => {
-  const token = await newUserToken('busy script')
+  const token = await newUserToken(gateway, 'busy script')
   const answers = await Promise.all(Array.from({ length: 6 }, () => gateway.fetch('/api/datasets/slow_items/exports', as(token, { method: 'POST' }))))
   const accepted = answers.filter((res) => res.status === 202)
   const refused = answers.filter((res) => res.status === 429)
@@ -77,7 +71,7 @@ test('a token may have TOKEN_MAX_ACTIVE_TASKS tasks queued or running; concurren
 })
 
 test('a gzip upload counts inflated against TOKEN_MAX_STORED_BYTES: 413 naming the limit, nothing stored', async () => {
-  const token = await newUserToken('gzip sender')
+  const token = await newUserToken(gateway, 'gzip sender')
   const inflated = Buffer.from(csvOf(2 * QUOTA))
   const compressed = gzipSync(inflated)
   assert.ok(compressed.length < 10_000, 'small on the wire')
@@ -92,7 +86,7 @@ test('a gzip upload counts inflated against TOKEN_MAX_STORED_BYTES: 413 naming t
 })
 
 test('concurrent uploads of one token cannot together overshoot its storage quota', async () => {
-  const token = await newUserToken('parallel uploader')
+  const token = await newUserToken(gateway, 'parallel uploader')
   assert.equal((await upload(token, csvOf(600 * 1024))).status, 201)
 
   // A slow upload in flight holds what remains; a second one meanwhile finds no room.
@@ -123,7 +117,7 @@ test('concurrent uploads of one token cannot together overshoot its storage quot
 })
 
 test('result files count too: once a token holds its quota, new exports are refused with 507', async () => {
-  const token = await newUserToken('exporter')
+  const token = await newUserToken(gateway, 'exporter')
   const res = await gateway.fetch('/api/datasets/big_rows/exports', as(token, { method: 'POST' }))
   assert.equal(res.status, 202)
   const task = await waitForTask(gateway, ((await res.json()) as TaskJson).id)

@@ -82,7 +82,7 @@ test('a task held by a gateway killed with -9 is taken up again once its lease e
 test('two dispatchers on one database share the work and never run a task twice', async () => {
   const storageDir = await mkdtemp(path.join(os.tmpdir(), 'sluice-two-'))
   const pools = [openDatabase(db.url, { max: 3 }), openDatabase(db.url, { max: 3 })]
-  const options = { databaseUrl: db.url, storageDir, schema: 'public', concurrency: 2, leaseSeconds: 5, pollSeconds: 2, fileRetentionHours: 1, log: () => {} }
+  const options = { databaseUrl: db.url, storageDir, schema: 'public', concurrency: 2, leaseSeconds: 5, pollSeconds: 2, fileRetentionHours: 1, statementTimeoutMs: 0, log: () => {} }
   const dispatchers = pools.map((sql) => startDispatcher({ ...options, sql }))
   try {
     const ids = await enqueueExport('brief_items', 16)

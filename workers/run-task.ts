@@ -24,14 +24,17 @@ export type WorkerInput = {
   storageDir: string
   schema: string
   fileRetentionHours: number
+  statementTimeoutMs: number
 }
 
 export default async function runTask(input: WorkerInput): Promise<Outcome> {
   // Sessions of its own: one streams the data, another writes progress and the outcome beside it.
   const name = `sluice task ${input.taskId}`
-  const sql = openDatabase(input.databaseUrl, { max: 1, applicationName: name })
-  const reader = openDatabase(input.databaseUrl, { max: 1, applicationName: name, readOnly: true })
-  const writer = openDatabase(input.databaseUrl, { max: 1, applicationName: name }) // connects only if used
+  // Progress and outcomes are small writes: bounded like requests' (a minute is plenty).
+  const sql = openDatabase(input.databaseUrl, { max: 1, applicationName: name, statementTimeoutMs: 60_000 })
+  const data = { max: 1, applicationName: name, statementTimeoutMs: input.statementTimeoutMs }
+  const reader = openDatabase(input.databaseUrl, { ...data, readOnly: true })
+  const writer = openDatabase(input.databaseUrl, data) // connects only if used
   try {
     const storage = createStorage(input.storageDir)
     await storage.prepare() // an operator may have emptied the storage directory while we ran

@@ -8,6 +8,8 @@ import type { Sql } from '../db/client.ts'
  */
 export async function seedDemoDataset(sql: Sql, schema: string, rows = 100_000): Promise<void> {
   await sql.begin(async (tx) => {
+    // A one-off of some seconds on a slow disk: the request pool's statement timeout is not for it.
+    await tx`set local statement_timeout = 0`
     await tx`create schema if not exists ${tx(schema)}`
     await tx`
       create table if not exists ${tx(schema)}.contacts (

@@ -80,19 +80,33 @@ async function quoteLiterals(sql: Sql, values: string[]): Promise<string[]> {
  * (age=eq.abc) is a 400 now rather than a failed task later. Returns the planner's
  * row estimate, used as the export's expected total.
  */
-export async function planSelect(sql: Sql, selectSql: string): Promise<number> {
+export async function planSelect(sql: Sql, selectSql: string, signal?: AbortSignal): Promise<number> {
   try {
+    signal?.throwIfAborted()
     // Safe: selectSql comes from buildSelectSql (catalog identifiers, Postgres-quoted literals).
-    const explain = (tx: Sql) => tx.unsafe(`explain (format json) ${selectSql}`)
+    const explain = (tx: Sql) => cancelOnAbort(tx.unsafe(`explain (format json) ${selectSql}`), signal)
     // Inside a transaction already (as the requester's role), `begin` is not there: EXPLAIN runs nothing anyway.
     const [row] = typeof sql.begin === 'function' ? await sql.begin('read only', (tx) => explain(tx as unknown as Sql)) : await explain(sql)
     const plan = (row as unknown as { 'QUERY PLAN': [{ Plan: { 'Plan Rows': number } }] })['QUERY PLAN'][0].Plan
     return Math.max(0, Math.round(plan['Plan Rows']))
   } catch (err) {
+    if (signal?.aborted) throw signal.reason
     const code = (err as { code?: string }).code ?? ''
     if (code.startsWith('22') || code.startsWith('42')) {
       throw new UserError('BAD_FILTER', `The filters do not fit the columns: ${(err as Error).message}`, 400)
     }
     throw err
+  }
+}
+
+/** Planning can be slow (the planner runs immutable functions, regexes over statistics): stop it with the client. */
+async function cancelOnAbort<T>(query: PromiseLike<T> & { cancel(): unknown }, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return await query
+  const cancel = () => void query.cancel()
+  signal.addEventListener('abort', cancel, { once: true })
+  try {
+    return await query
+  } finally {
+    signal.removeEventListener('abort', cancel)
   }
 }

@@ -3,7 +3,7 @@ import postgres from 'postgres'
 export type Sql = postgres.Sql
 
 /** A postgres.js pool. Notices ("schema already exists, skipping") are not worth a log line. */
-export function openDatabase(url: string, options: { max?: number; applicationName?: string; readOnly?: boolean } = {}): Sql {
+export function openDatabase(url: string, options: { max?: number; applicationName?: string; readOnly?: boolean; statementTimeoutMs?: number } = {}): Sql {
   return postgres(url, {
     max: options.max ?? 10,
     onnotice: () => {},
@@ -11,6 +11,8 @@ export function openDatabase(url: string, options: { max?: number; applicationNa
       application_name: options.applicationName ?? 'sluice',
       // A session that cannot write, whatever the SQL it runs calls.
       ...(options.readOnly ? { default_transaction_read_only: true } : {}),
+      // 0 is PostgreSQL's "none"; unset keeps the server's or role's own setting.
+      ...(options.statementTimeoutMs !== undefined ? { statement_timeout: options.statementTimeoutMs } : {}),
     },
     // int8 counts come back as JS numbers: every count we keep is far below 2^53.
     types: { bigint: { to: 20, from: [20], serialize: (n: number) => String(n), parse: (s: string) => Number(s) } },

@@ -33,15 +33,24 @@ export async function writeExport(reader: Sql, storage: Storage, schema: string,
   const counter = batchAndCountRecords(tracker)
   const hashing = measureFile()
 
+  let stopQuery: (() => void) | null = null
   try {
     // Safe: selectSql holds catalog identifiers and Postgres-quoted literals only.
-    const rows = await copyOut(reader, `copy (${selectSql}) to stdout with (format csv, header true, encoding 'UTF8')`)
+    tracker.signal.throwIfAborted()
+    const copy = copyOut(reader, `copy (${selectSql}) to stdout with (format csv, header true, encoding 'UTF8')`)
+    // Cancel reaches the query itself, at any stage: a COPY whose query has not produced
+    // its first row yet sends nothing, and the pipeline's abort alone would wait for that.
+    stopQuery = () => void copy.cancel()
+    tracker.signal.addEventListener('abort', stopQuery, { once: true })
+    const rows = await copy.readable()
     const stages = params.gzip ? [rows, counter, createGzip({ level: 6 }), hashing] : [rows, counter, hashing]
     await pipeline([...stages, createWriteStream(tempPath, { mode: FILE_MODE })], { signal: tracker.signal })
     await storage.commit(tempPath, key)
   } catch (err) {
     await storage.remove(tempPath)
     throw tracker.signal.aborted ? tracker.signal.reason : err
+  } finally {
+    if (stopQuery) tracker.signal.removeEventListener('abort', stopQuery)
   }
   return { key, name: exportFileName(dataset.name, params.gzip), size: hashing.size(), sha256: hashing.sha256(), rows: counter.records(), bytes: tracker.progress.bytes }
 }
@@ -55,7 +64,7 @@ export async function writeExport(reader: Sql, storage: Storage, schema: string,
  * query's `resolve` property (postgres.js 3.4 internals): re-run the export tests
  * when upgrading postgres.
  */
-async function copyOut(reader: Sql, text: string): Promise<Readable> {
+function copyOut(reader: Sql, text: string) {
   const query = reader.unsafe(text)
   const internals = query as unknown as { resolve: (value: unknown) => void }
   const resolve = internals.resolve
@@ -63,7 +72,7 @@ async function copyOut(reader: Sql, text: string): Promise<Readable> {
     if (value instanceof Readable) value.on('error', () => {})
     resolve(value)
   }
-  return query.readable()
+  return query
 }
 
 const BATCH_BYTES = 256 * 1024

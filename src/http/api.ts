@@ -8,7 +8,7 @@ import { getUpload, requestImport } from '../imports/index.ts'
 import { getTask, listRecentTasks, requestCancel, retryTask } from '../tasks/queries.ts'
 import { refuseOverQuota } from '../tasks/quotas.ts'
 import type { AppEnv } from './app.tsx'
-import { uploadRequestOf } from './incoming.ts'
+import { clientGoneSignal, uploadRequestOf } from './incoming.ts'
 import { isFinished, presentTask } from './present.ts'
 import { getVisibleTask, serveTaskFile, taskFinished } from './task-files.ts'
 
@@ -36,7 +36,7 @@ export function apiRoutes() {
     const settings = { schema: config.datasetSchema, maxAttempts: config.taskMaxAttempts }
     const requester = requesterOf(c.get('principal'), config)
     await refuseOverQuota(sql, requester)
-    const task = await requestExport(sql, settings, requester, c.req.param('name'), pairs)
+    const task = await requestExport(sql, settings, requester, c.req.param('name'), pairs, clientGoneSignal(c))
     c.header('Location', `/api/tasks/${task.id}`)
     return c.json(presentTask(task, origin(c.req.url), linkSigner), 202)
   })

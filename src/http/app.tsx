@@ -5,7 +5,7 @@ import { bodyLimit } from 'hono/body-limit'
 import type { LinkSigner, Principal } from '../auth/index.ts'
 import type { Config } from '../config.ts'
 import type { Sql } from '../db/client.ts'
-import { isTransient, isUserError, nameSqlState, sqlStateOf, UserError } from '../errors.ts'
+import { isStatementTimeout, isTransient, isUserError, nameSqlState, sqlStateOf, UserError } from '../errors.ts'
 import type { Storage } from '../storage/index.ts'
 import { ErrorPage } from '../../views/error-page.tsx'
 import { apiRoutes } from './api.ts'
@@ -14,6 +14,7 @@ import { incomingOf } from './incoming.ts'
 import { authenticate, authRoutes, securityHeaders } from './auth.tsx'
 import { pageRoutes } from './pages.tsx'
 import { render } from './render.tsx'
+import { limitRequestsPerToken } from './request-slots.ts'
 import { signedFileRoutes } from './task-files.ts'
 
 export type Deps = {
@@ -84,6 +85,7 @@ export function createApp(deps: Deps) {
   app.use(securityHeaders())
   app.use(limitFormBodies())
   app.use(authenticate())
+  app.use(limitRequestsPerToken({ running: deps.config.tokenMaxConcurrentRequests, waiting: 100, exempt: UPLOAD_PATH }))
 
   app.get('/healthz', async (c) => {
     const ok = await deps.isReady().catch(() => false)
@@ -121,6 +123,13 @@ export function createApp(deps: Deps) {
     }
     // Error codes are names (README, "Error codes"); the SQLSTATE, if any, goes beside it.
     const sqlState = sqlStateOf(err)
+    if (isStatementTimeout(err)) {
+      // Not our failure nor the database's: this request asked for more work than one may.
+      const limit = deps.config.requestStatementTimeoutMs
+      const message = `The database took longer than ${limit.toLocaleString('en-US')} ms (REQUEST_STATEMENT_TIMEOUT_MS) to answer this request, so it was stopped. Narrow the filters, or ask the operator to raise the limit.`
+      if (isApi) return c.json({ error: message, code: 'STATEMENT_TIMEOUT', sqlState }, 503)
+      return render(c, <ErrorPage title="Too slow" message={message} />, 503)
+    }
     if (isTransient(err)) {
       // The database is restarting or unreachable: say so, and when to try again.
       c.header('Retry-After', '5')

@@ -93,15 +93,17 @@ async function checkCsrf(c: Context<AppEnv>, expected: string): Promise<void> {
   // From a header (htmx) or the form body only: a token in a URL leaks through logs and Referer.
   let given = c.req.header('X-CSRF-Token')
   const contentType = c.req.header('Content-Type') ?? ''
-  if (given === undefined && contentType.startsWith('application/x-www-form-urlencoded')) {
-    const form = await c.req.parseBody() // Hono keeps the parsed body for the handler
-    given = typeof form._csrf === 'string' ? form._csrf : undefined
-  }
-  if (given === undefined && contentType.startsWith('multipart/form-data') && UPLOAD_PATH.test(c.req.path)) {
+  const multipart = contentType.startsWith('multipart/form-data')
+  if (given === undefined && multipart && UPLOAD_PATH.test(c.req.path)) {
     // An upload streams: its token is the form's field before the file, checked by the
     // upload reader before a byte of the file is stored (uploadRequestOf).
     c.set('csrfField', (value: string) => sameSecret(value, expected))
     return
+  }
+  if (given === undefined && (multipart || contentType.startsWith('application/x-www-form-urlencoded'))) {
+    // Any other form's body is small (limitFormBodies): Hono keeps it parsed for the handler.
+    const form = await c.req.parseBody()
+    given = typeof form._csrf === 'string' ? form._csrf : undefined
   }
   if (!given || !sameSecret(given, expected)) {
     throw new UserError('CSRF', 'This form is out of date (or came from another site). Reload the page and try again.', 403)

@@ -1,6 +1,7 @@
-import type { IncomingMessage } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import { Readable } from 'node:stream'
 import type { Context } from 'hono'
+import { UserError } from '../errors.ts'
 import type { UploadRequest } from '../imports/upload.ts'
 import type { AppEnv } from './app.tsx'
 
@@ -21,4 +22,21 @@ export function uploadRequestOf(c: Context<AppEnv>): UploadRequest {
   if (incoming && !incoming.readableDidRead && incoming.readableFlowing === null) return { headers: c.req.raw.headers, body: incoming, acceptsFormToken }
   const body = c.req.raw.body
   return { headers: c.req.raw.headers, body: body ? Readable.fromWeb(body as never) : null, acceptsFormToken }
+}
+
+/**
+ * Aborts when the client hangs up before its answer is sent, so that work done for it
+ * (a slow plan, a queued task) stops. Node's response, not the web Request's signal:
+ * asking Hono for that builds the whole web Request, which a status poll need not pay for.
+ */
+export function clientGoneSignal(c: Context): AbortSignal | undefined {
+  const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing
+  if (!outgoing) return undefined
+  const controller = new AbortController()
+  const gone = () => {
+    if (!outgoing.writableFinished) controller.abort(new UserError('CLIENT_GONE', 'The client closed the connection before the answer was ready.', 400))
+  }
+  if (outgoing.destroyed || outgoing.socket?.destroyed) gone()
+  else outgoing.once('close', gone)
+  return controller.signal
 }

@@ -18,7 +18,7 @@ import { HomePage } from '../../views/home.tsx'
 import { TaskPage, TaskStatus } from '../../views/task.tsx'
 import { retryDeadTask } from './api.ts'
 import type { AppEnv } from './app.tsx'
-import { uploadRequestOf } from './incoming.ts'
+import { clientGoneSignal, uploadRequestOf } from './incoming.ts'
 import { downloadPath, isFinished, signedLink } from './present.ts'
 import { render } from './render.tsx'
 import { getVisibleTask } from './task-files.ts'
@@ -61,7 +61,7 @@ export function pageRoutes() {
       const settings = { schema: config.datasetSchema, maxAttempts: config.taskMaxAttempts }
       const requester = requesterOf(c.get('principal'), config)
       await refuseOverQuota(sql, requester)
-      const task = await requestExport(sql, settings, requester, name, formToQuery(form))
+      const task = await requestExport(sql, settings, requester, name, formToQuery(form), clientGoneSignal(c))
       return c.redirect(`/tasks/${task.id}`, 303)
     } catch (err) {
       const dataset = isUserError(err) && err.code !== 'DATASET_NOT_FOUND' ? await findVisibleDataset(c, name) : null

@@ -138,7 +138,7 @@ function detectQuoting(text: string, fixed: Partial<Quoting>, reasons: string[])
       finalQuote = null
     }
   }
-  if (fixed.delimiter === undefined) reasons.push(`delimiter ${DELIMITER_NAMES[delimiter] ?? delimiter}: it gives the most rows of one width`)
+  if (fixed.delimiter === undefined) reasons.push(`delimiter ${(Object.hasOwn(DELIMITER_NAMES, delimiter) ? DELIMITER_NAMES[delimiter] : delimiter)}: it gives the most rows of one width`)
   const finalEscape = fixed.escape !== undefined ? fixed.escape : escape === quote ? finalQuote : escape ?? finalQuote
   return { delimiter, quote: finalQuote, escape: finalEscape }
 }

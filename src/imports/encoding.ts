@@ -46,7 +46,7 @@ const ENCODING_ALIASES: Record<string, string> = {
 /** A user-given or detected encoding name as the lower-case name iconv-lite decodes with. */
 export function normalizeEncoding(name: string): string {
   const key = name.trim().toLowerCase()
-  const encoding = ENCODING_ALIASES[key] ?? key
+  const encoding = Object.hasOwn(ENCODING_ALIASES, key) ? ENCODING_ALIASES[key]! : key
   if (iconv.encodingExists(encoding)) return encoding
   throw Object.assign(new Error(`The encoding "${name}" is not supported. Choose one such as utf-8 or windows-1252.`), {
     code: 'UNSUPPORTED_ENCODING' as const,

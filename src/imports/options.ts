@@ -72,7 +72,7 @@ export function parseImportOptions(pairs: Iterable<[string, string]>, dataset: D
   const encoding = values.get('encoding')
   if (encoding) dialect.encoding = supportedEncoding(encoding)
   const delimiter = values.get('delimiter')
-  if (delimiter !== undefined) dialect.delimiter = singleCharacter('delimiter', DELIMITER_NAMES[delimiter] ?? delimiter)
+  if (delimiter !== undefined) dialect.delimiter = singleCharacter('delimiter', Object.hasOwn(DELIMITER_NAMES, delimiter) ? DELIMITER_NAMES[delimiter]! : delimiter)
   const quote = values.get('quote')
   if (quote !== undefined) dialect.quote = quote === '' || quote === 'none' ? null : singleCharacter('quote', quote)
   const escape = values.get('escape')

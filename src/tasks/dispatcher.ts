@@ -16,6 +16,8 @@ export type DispatcherOptions = {
   /** A safety net only: NOTIFY wakes the dispatcher at once. The poll finds retries whose backoff has passed. */
   pollSeconds: number
   fileRetentionHours: number
+  /** statement_timeout of a task's data queries; 0: none. */
+  statementTimeoutMs: number
   log?: (message: string) => void
 }
 
@@ -68,7 +70,7 @@ export function startDispatcher(options: DispatcherOptions) {
   }
 
   function start(taskId: string, runId: string) {
-    const input = { taskId, runId, databaseUrl: options.databaseUrl, storageDir: options.storageDir, schema: options.schema, fileRetentionHours: options.fileRetentionHours }
+    const input = { taskId, runId, databaseUrl: options.databaseUrl, storageDir: options.storageDir, schema: options.schema, fileRetentionHours: options.fileRetentionHours, statementTimeoutMs: options.statementTimeoutMs }
     const done = (pool.run(input) as Promise<Outcome>)
       .then((outcome) => log(`${outcome.state} ${taskId}${outcome.error ? `: ${outcome.error}` : ''}`))
       .catch(async (err: Error) => {

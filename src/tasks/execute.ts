@@ -1,5 +1,5 @@
 import type { Sql } from '../db/client.ts'
-import { isTransient, isUserError, nameSqlState, sqlStateOf } from '../errors.ts'
+import { isStatementTimeout, isTransient, isUserError, nameSqlState, sqlStateOf } from '../errors.ts'
 import { writeExport } from '../exports/index.ts'
 import type { Storage } from '../storage/index.ts'
 import { runImport } from '../imports/run-import.ts'
@@ -8,7 +8,7 @@ import { completeTask, failTask, getTask, markCancelled, retryLater, type TaskRo
 
 /** `sql` records progress and outcomes; `reader` is a read-only session for exports, `writer` the import's own. */
 export type TaskDatabase = { sql: Sql; reader: Sql; writer: Sql }
-export type RunSettings = { schema: string; fileRetentionHours: number }
+export type RunSettings = { schema: string; fileRetentionHours: number; statementTimeoutMs: number }
 export type Outcome = { taskId: string; state: 'succeeded' | 'failed' | 'cancelled' | 'retry' | 'lost'; error?: string }
 
 /**
@@ -36,7 +36,7 @@ export async function executeTask(db: TaskDatabase, storage: Storage, settings: 
     return { taskId, state: 'succeeded' }
   } catch (err) {
     await tracker.stop()
-    return recordFailure(sql, taskId, runId, err)
+    return recordFailure(sql, taskId, runId, err, settings)
   }
 }
 
@@ -56,7 +56,7 @@ async function finishImport(db: TaskDatabase, storage: Storage, settings: RunSet
   return { taskId: task.id, state: 'succeeded' }
 }
 
-async function recordFailure(sql: Sql, taskId: string, runId: string, err: unknown): Promise<Outcome> {
+async function recordFailure(sql: Sql, taskId: string, runId: string, err: unknown, settings: RunSettings): Promise<Outcome> {
   try {
     if (err instanceof TaskStopped) {
       if (err.reason === 'lost') return { taskId, state: 'lost' }
@@ -77,6 +77,12 @@ async function recordFailure(sql: Sql, taskId: string, runId: string, err: unkno
       // The requester's PostgreSQL role lacks a grant (or row-level security said no).
       const failure = `Not allowed: ${message}. Ask the database's owner for the grant, or use a token with another role.`
       await failTask(sql, taskId, runId, { code: 'PERMISSION_DENIED', message: failure, sqlState })
+      return { taskId, state: 'failed', error: failure }
+    }
+    if (isStatementTimeout(err)) {
+      // It would run as long again: fail it, and name the limit that stopped it.
+      const failure = `A query of this task ran longer than ${settings.statementTimeoutMs.toLocaleString('en-US')} ms (TASK_STATEMENT_TIMEOUT_MS) and was stopped. Narrow the task, or ask the operator to raise the limit.`
+      await failTask(sql, taskId, runId, { code: 'STATEMENT_TIMEOUT', message: failure, sqlState })
       return { taskId, state: 'failed', error: failure }
     }
     if (isTransient(err)) {

@@ -96,3 +96,10 @@ export async function signInWithForm(gateway: TestGateway, token = gateway.admin
   assert.ok(csrf, 'signed-in pages carry a CSRF token')
   return { cookie, csrf }
 }
+
+/** A new token with the `user` role (no PostgreSQL role of its own), made by the admin. */
+export async function newUserToken(gateway: TestGateway, name: string): Promise<string> {
+  const res = await gateway.fetch('/api/tokens', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ name, role: 'user' }) })
+  if (res.status !== 201) throw new Error(`making token ${name}: ${res.status} ${await res.text()}`)
+  return ((await res.json()) as { token: string }).token
+}

@@ -114,7 +114,13 @@ test('cancelling an export whose COPY has not sent a row yet stops the query wit
 })
 
 test('TASK_STATEMENT_TIMEOUT_MS stops a task query that runs too long, with a message that names it', async () => {
-  const own = await startTestGateway(db.url, { TASK_STATEMENT_TIMEOUT_MS: '1500' })
+  // A database of its own: on the shared one, the other gateway (no such timeout) could claim the task.
+  const ownDb = await createTestDatabase()
+  await ownDb.sql.unsafe(`
+    create function rows_after_a_minute() returns setof int language plpgsql as $$ begin perform pg_sleep(60); return query select generate_series(1, 3); end $$;
+    create view slow_first_row as select n from rows_after_a_minute() as n;
+  `)
+  const own = await startTestGateway(ownDb.url, { TASK_STATEMENT_TIMEOUT_MS: '1500' })
   try {
     const res = await own.fetch('/api/datasets/slow_first_row/exports', { method: 'POST' })
     assert.equal(res.status, 202)
@@ -125,6 +131,7 @@ test('TASK_STATEMENT_TIMEOUT_MS stops a task query that runs too long, with a me
     assert.equal(task.attempts, 1, 'a query that timed out would time out again: not retried')
   } finally {
     await own.stop()
+    await ownDb.drop()
   }
 })
 
